@@ -1,0 +1,120 @@
+"""``probe run --once``: measure every target once, store the records, print the verdicts.
+
+Exit codes: 0 when the run completed (blocked targets are results, not errors),
+2 on a configuration error (the message names file, line, key and value), 1 when
+the store or the output file cannot be written. Records already measured are
+written to ``--out`` and the store as each target finishes, so an interrupted
+run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from probe import config as config_mod
+from probe.context import Context
+from probe.pipeline import TargetOutcome
+from probe.records import ProbeMeta
+from probe.runner import run_once
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "run", help="measure the targets", description="Measure every target once and print explained verdicts."
+    )
+    parser.add_argument("--once", action="store_true", required=True,
+                        help="run every target once and exit (the daemon runs continuously)")
+    parser.add_argument("--targets", metavar="FILE", help="targets file (default: the bundled targets.yaml)")
+    parser.add_argument("--only", metavar="NAME", nargs="+", help="only these targets (controls always run)")
+    parser.add_argument("--out", metavar="FILE.jsonl", help="also write every record to this JSON Lines file")
+    parser.add_argument("--store", metavar="PATH", help="SQLite store (default: settings.store)")
+    parser.add_argument("--no-store", action="store_true", help="do not write the local store")
+    parser.add_argument("--json", action="store_true", help="print verdict records as JSON instead of a table")
+    parser.set_defaults(func=_run)
+
+
+def open_store(path: str, retention_days: int) -> Any:
+    """The local store (imported here so that ``--no-store`` runs need no SQLite file)."""
+    from probe.store import Store
+
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return Store(str(Path(path).expanduser()), retention_days=retention_days)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.targets).select(args.only)
+    settings = cfg.settings
+    store = None if args.no_store else open_store(args.store or settings.store, settings.retention_days)
+    probe_id = store.probe_id(settings.probe_id) if store is not None else (settings.probe_id or "probe-ephemeral")
+    meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)
+    ctx = Context(settings=settings, meta=meta)
+    out: IO[str] | None = None
+    try:
+        out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
+    except OSError as exc:
+        print(f"probe: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    err = Console(stderr=True)
+    try:
+        with Progress(
+            TextColumn("[bold]measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), console=err, transient=True, disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("", total=len(cfg.targets))
+
+            def on_outcome(outcome: TargetOutcome) -> None:
+                records = outcome.records(meta)
+                if out is not None:
+                    for record in records:
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.flush()
+                if store is not None:
+                    store.append(records)
+                progress.update(task, advance=1, description=outcome.target.name)
+
+            outcomes = asyncio.run(run_once(cfg, ctx, on_outcome))
+    finally:
+        if out is not None:
+            out.close()
+        if store is not None:
+            store.close()
+    if args.json:
+        from probe.records import verdict_record
+
+        for o in outcomes:
+            print(json.dumps(verdict_record(o.verdict, meta), ensure_ascii=False))
+    else:
+        Console().print(verdict_table(outcomes))
+    return 0
+
+
+def _blocking(value: object) -> str:
+    if value is False:
+        return "[green]no[/]"
+    if value is None:
+        return "[yellow]inconclusive[/]"
+    return f"[bold red]{value}[/]"
+
+
+def _accessible(value: bool | None) -> str:
+    return {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}[value]
+
+
+def verdict_table(outcomes: list[TargetOutcome]) -> Table:
+    table = Table(title="Verdicts", show_lines=False)
+    for column in ("target", "service", "accessible", "blocking", "failure", "why"):
+        table.add_column(column, overflow="fold")
+    for o in outcomes:
+        v = o.verdict
+        name = f"{v.target} (control)" if o.target.control else v.target
+        table.add_row(name, v.service, _accessible(v.accessible), _blocking(v.blocking), v.failure or "", v.reason)
+    return table

@@ -1,0 +1,195 @@
+"""One target's measurement, composed explicitly: DNS → TCP → TLS → HTTP (→ QUIC, throughput).
+
+In the manner of OONI's dslx, each step is a plain call whose inputs are the
+previous steps' outputs, so the whole flow reads top to bottom in
+:func:`measure_target`. Controls are run only where a step failed and a control
+can tell why (a control SNI after a failed handshake, a control Host after a
+failed request, the same-network control host after failed connects), so that
+a healthy target costs no extra traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from probe.checks import dns, http, tcp, tls
+from probe.config import Target
+from probe.context import Context
+from probe.records import CheckResult, ProbeMeta, Verdict, check_record, verdict_record
+from probe.verdict import Controls, decide
+
+MAX_ADDRESSES = 4  # addresses per target tested with TCP
+MAX_TLS_ADDRESSES = 2  # of those, handshakes per TLS port
+TLS_PORTS = frozenset({443, 853, 8443})
+
+
+@dataclass(frozen=True)
+class TargetOutcome:
+    target: Target
+    results: tuple[CheckResult[Any], ...]
+    verdict: Verdict
+
+    def records(self, meta: ProbeMeta) -> list[dict[str, Any]]:
+        """Check records, then the verdict record, as stored and exported."""
+        t = self.target
+        out = [check_record(r, meta, t.service, t.category) for r in self.results]
+        out.append(verdict_record(self.verdict, meta))
+        return out
+
+
+def _ip_version_ok(address: str, ctx: Context) -> bool:
+    return ctx.settings.ipv6 or ipaddress.ip_address(address).version == 4
+
+
+async def _resolve(target: Target, ctx: Context) -> tuple[list[CheckResult[Any]], list[str]]:
+    """Lookups through every tested resolver and the control; the addresses to test next."""
+    assert target.host is not None
+    specs = list(ctx.settings.resolvers)
+    control = ctx.settings.control_resolver
+    lookups = [dns.resolve(target.host, s, ctx, target=target.name) for s in specs]
+    if control is not None:
+        lookups.append(dns.resolve(target.host, control, ctx, target=target.name, role="control"))
+    results: list[CheckResult[Any]] = list(await asyncio.gather(*lookups))
+    # Test the addresses the user's resolver gave; if it failed or lied, the control's,
+    # so that TCP/TLS still show whether the service itself is reachable.
+    usable = [r for r in results if r.ok and r.role == "target"] or [r for r in results if r.ok]
+    addresses = [a for r in usable[:1] for a in r.details.addresses]
+    return results, addresses
+
+
+async def _tls_with_control(
+    address: str, port: int, target: Target, ctx: Context
+) -> list[CheckResult[Any]]:
+    sni = target.server_name
+    result = await tls.handshake(address, port, sni, ctx, target=target.name, alpn=target.alpn)
+    out: list[CheckResult[Any]] = [result]
+    if not result.ok and result.failed_operation == "tls_handshake" and sni is not None:
+        control_sni = target.control_sni or ctx.settings.control_sni
+        out.append(
+            await tls.handshake(address, port, control_sni, ctx, target=target.name,
+                                verify=False, alpn=target.alpn, role="control")
+        )
+    return out
+
+
+def _url_port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _http_address(url: str, target: Target, reachable: dict[int, list[str]]) -> str | None:
+    """The reachable address to send the request to; None for URLs of other hosts."""
+    host = urlsplit(url).hostname
+    if host not in (target.host, target.sni) and host not in target.addresses:
+        return None
+    found = reachable.get(_url_port(url))
+    return found[0] if found else None
+
+
+async def _http_with_control(
+    url: str, address: str | None, target: Target, ctx: Context
+) -> list[CheckResult[Any]]:
+    result = await http.fetch(url, address, ctx, target=target.name)
+    out: list[CheckResult[Any]] = [result]
+    if not result.ok and result.failed_operation == "http_round_trip" and address is not None:
+        parts = urlsplit(url)
+        control_host = target.control_sni or ctx.settings.control_sni
+        port = f":{parts.port}" if parts.port else ""
+        control_url = f"{parts.scheme}://{control_host}{port}/"
+        out.append(await http.fetch(control_url, address, ctx, target=target.name, role="control",
+                                    verify=False))
+    return out
+
+
+async def _control_host_ok(target: Target, ctx: Context) -> tuple[bool | None, list[CheckResult[Any]]]:
+    if target.control_host is None:
+        return None, []
+    address = target.control_host
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        lookup = await dns.resolve(address, ctx.settings.resolvers[0], ctx, target=target.name,
+                                   role="control")
+        if not lookup.ok:
+            return False, [lookup]
+        address = lookup.details.addresses[0]
+    result = await tcp.connect(address, target.ports[0], ctx, target=target.name, role="control")
+    return result.ok, [result]
+
+
+async def measure_target(target: Target, ctx: Context, controls: Controls | None = None) -> TargetOutcome:
+    """Measure one target and decide its verdict."""
+    controls = controls or Controls()
+    start = ctx.clock()
+    results: list[CheckResult[Any]] = []
+
+    # 1. DNS (whenever there is a host name to resolve).
+    addresses = list(target.addresses)
+    if target.host and ("dns" in target.checks or not addresses):
+        lookups, resolved = await _resolve(target, ctx)
+        results += lookups
+        addresses += [a for a in resolved if a not in addresses]
+    addresses = [a for a in addresses if _ip_version_ok(a, ctx)][:MAX_ADDRESSES]
+
+    # 2. TCP to every address:port.
+    connects = await asyncio.gather(
+        *(tcp.connect(a, p, ctx, target=target.name) for a in addresses for p in target.ports)
+    )
+    results += connects
+    reachable: dict[int, list[str]] = {}
+    for c in connects:
+        if c.ok:
+            reachable.setdefault(c.details.port, []).append(c.details.address)
+
+    # 3. TLS, with a control SNI on the same address when the real one fails.
+    if "tls" in target.checks:
+        https_ports = {_url_port(u) for u in target.urls if u.startswith("https:")}
+        tls_ports = [p for p in target.ports if p in TLS_PORTS or p in https_ports]
+        for port in tls_ports:
+            for group in await asyncio.gather(
+                *(_tls_with_control(a, port, target, ctx) for a in reachable.get(port, [])[:MAX_TLS_ADDRESSES])
+            ):
+                results += group
+    tls_ok = any(r.ok for r in results if r.check == "tls")
+
+    # 4. HTTP(S), only where the layers below worked (else they already explain the verdict).
+    if "http" in target.checks:
+        urls = target.urls or ((f"https://{target.host}/",) if target.host else ())
+        for url in urls:
+            address = _http_address(url, target, reachable)
+            if address is None or (url.startswith("https:") and "tls" in target.checks and not tls_ok):
+                continue
+            results += await _http_with_control(url, address, target, ctx)
+
+    # 5. QUIC and throughput (optional families, imported only when used).
+    if "quic" in target.checks and addresses:
+        from probe.checks import quic
+
+        results.append(await quic.handshake(addresses[0], 443, target.server_name, ctx, target=target.name))
+    throttling = None
+    if "throughput" in target.checks and reachable.get(443):
+        from probe.checks import throughput
+
+        t_results, decision = await throughput.throttling_test(target, ctx, reachable[443][0], 443)
+        results += t_results
+        throttling = decision
+
+    # 6. The same-network control host, only when every connect failed.
+    control_host_ok = controls.control_host_ok
+    if connects and not any(c.ok for c in connects):
+        control_host_ok, extra = await _control_host_ok(target, ctx)
+        results += extra
+    controls = replace(controls, control_host_ok=control_host_ok, throttling=throttling)
+    return TargetOutcome(target, tuple(results), decide(target, results, controls, start))
+
+
+def network_ok(outcomes: Sequence[TargetOutcome]) -> bool | None:
+    """Whether the probe's own network works: any control target accessible (None: no controls)."""
+    if not outcomes:
+        return None
+    return any(o.verdict.accessible for o in outcomes)
