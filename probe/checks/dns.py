@@ -17,6 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 
 import dns.asyncquery
+import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
@@ -30,6 +31,7 @@ from probe.context import Context
 from probe.records import CheckResult, Role
 
 QTYPES = ("A", "AAAA")
+UDP_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,17 @@ async def exchange(
     where = system_nameserver() if spec.scheme == "system" else spec.host
     port = 53 if spec.scheme == "system" else spec.port
     if spec.scheme in ("udp", "system"):
-        response, _ = await dns.asyncquery.udp_with_fallback(query, where, timeout=timeout, port=port)
-        return response
+        # UDP loses packets on ordinary lossy links: retransmit like stub resolvers do, so that
+        # 1-5% loss does not read as DNS blocking.
+        for attempt in range(UDP_ATTEMPTS):
+            try:
+                response, _ = await dns.asyncquery.udp_with_fallback(
+                    query, where, timeout=timeout / UDP_ATTEMPTS, port=port
+                )
+                return response
+            except dns.exception.Timeout:
+                if attempt == UDP_ATTEMPTS - 1:
+                    raise
     if spec.scheme == "tcp":
         return await dns.asyncquery.tcp(query, where, timeout=timeout, port=port)
     return await dns.asyncquery.tls(
