@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from probe import __version__
 from probe.config import ConfigError
+from probe.store import StoreError
 
 COMMANDS = ("run", "targets", "show", "events", "export", "daemon", "lab")
 
@@ -48,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"probe: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:
+        print(f"probe: store error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return 130

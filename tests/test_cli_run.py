@@ -110,3 +110,25 @@ def test_help_everywhere(command: list[str]) -> None:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert "usage: probe" in done.stdout
+
+
+def test_run_stores_records_and_reuses_probe_id(tmp_path: Path, ca_file: Path, tls_server: int) -> None:
+    from probe.store import Store
+
+    targets = str(_targets(tmp_path, ca_file, tls_server))
+    db = tmp_path / "s.sqlite"
+    assert main(["run", "--once", "--targets", targets, "--store", str(db)]) == 0
+    assert main(["run", "--once", "--targets", targets, "--store", str(db), "--only", "up"]) == 0
+    with Store(db) as store:
+        verdicts = list(store.query(record_type="verdict"))
+    assert len(verdicts) == 3 + 2  # second run: "up" plus the control
+    assert len({v["probe_id"] for v in verdicts}) == 1 and len({v["report_id"] for v in verdicts}) == 2
+
+
+def test_bad_store_file_is_a_clear_error(tmp_path: Path, ca_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"garbage" * 1000)
+    good = tmp_path / "good.yaml"
+    good.write_text("targets:\n  - {name: a, service: s, category: control, host: a.test}\n")
+    assert main(["run", "--once", "--targets", str(good), "--store", str(bad)]) == 1
+    assert f"{bad}: not a usable SQLite store" in capsys.readouterr().err
