@@ -79,6 +79,7 @@ class Settings:
     probe_asn: str = "AS0"
     resolvers: tuple[ResolverSpec, ...] = (ResolverSpec("system", "system"),)
     control_resolver: ResolverSpec | None = None
+    test_helper: str | None = None
     ca_bundle: str | None = None
     store: str = "probe.sqlite"
     retention_days: int = 90
@@ -359,6 +360,7 @@ SETTINGS: Mapping[str, Parser] = {
     "probe_asn": _str,
     "resolvers": _list(_resolver),
     "control_resolver": _control_resolver,
+    "test_helper": _opt_url,
     "ca_bundle": _opt_str,
     "store": _str,
     "retention_days": _number(1, 36500, integer=True),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from probe.checks import dns, http, tcp, tls
+from probe.checks import control, dns, http, tcp, tls
 from probe.config import Target
 from probe.context import Context
 from probe.records import CheckResult, ProbeMeta, Verdict, check_record, verdict_record
@@ -179,12 +179,25 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
         results += t_results
         throttling = decision
 
-    # 6. The same-network control host, only when every connect failed.
+    # 6. Remote controls, only when a layer failed everywhere: the test helper (from the far
+    #    side of the censor) and the same-network control host.
     control_host_ok = controls.control_host_ok
-    if connects and not any(c.ok for c in connects):
+    remote_tcp_ok = remote_tls_ok = None
+    tls_results = [r for r in results if r.check == "tls"]
+    all_connects_failed = bool(connects) and not any(c.ok for c in connects)
+    all_tls_failed = bool(tls_results) and not any(r.ok for r in tls_results)
+    if all_connects_failed:
         control_host_ok, extra = await _control_host_ok(target, ctx)
         results += extra
-    controls = replace(controls, control_host_ok=control_host_ok, throttling=throttling)
+    if ctx.settings.test_helper and (all_connects_failed or all_tls_failed):
+        probe_at = connects[0] if all_connects_failed else tls_results[0]
+        asked = await control.ask(ctx.settings.test_helper, probe_at.details.address, probe_at.details.port,
+                                  target.server_name, ctx, target=target.name)
+        results.append(asked)
+        if asked.ok:
+            remote_tcp_ok, remote_tls_ok = asked.details.tcp_ok, asked.details.tls_ok
+    controls = replace(controls, control_host_ok=control_host_ok, remote_tcp_ok=remote_tcp_ok,
+                       remote_tls_ok=remote_tls_ok, throttling=throttling)
     return TargetOutcome(target, tuple(results), decide(target, results, controls, start))
 
 

@@ -17,16 +17,18 @@ dns_failure             a tested resolver fails (NXDOMAIN, SERVFAIL, timeout...)
                         while the control resolver answers
 dns_inconsistent        answers share no address or network with the control's,    False       "dns"
                         and no verified TLS handshake succeeded on them
-tcp_outage              every connect fails and so does the same-network           None        None
-                        control host: an outage, not censorship
-tcp_blocked             every connect fails; controls fine or absent               False       "tcp_ip"
+tcp_outage              every connect fails and so does the test helper's, or the  None        None
+                        same-network control host's: an outage, not censorship
+tcp_blocked             every connect fails; the helper connects, or no control    False       "tcp_ip"
 tls_origin_certificate  the origin's certificate is invalid (expired, ...):        True        False
                         a server problem, not censorship
 tls_interception        unknown authority or wrong host name on a certificate:     False       "tls"
                         someone else answers for this name
 tls_sni                 the handshake fails with the target SNI and succeeds       False       "tls"
                         with a control SNI on the same address
-tls_outage              it fails with the control SNI too                          False       None
+tls_blocked             it fails with the control SNI too, but the test helper     False       "tls"
+                        completes a handshake to the same address
+tls_outage              it fails with the control SNI too (and at the helper)      False       None
 http_blockpage          a plain-HTTP response matches a block page fingerprint     False       "http-diff"
                         or is 451
 http_failure            the request fails after connect/handshake, and a control   False       "http-failure"
@@ -65,11 +67,15 @@ class Controls:
 
     ``network_ok``: did any control target work in this run (None: none ran).
     ``control_host_ok``: did the target's same-network control host answer.
+    ``remote_tcp_ok`` / ``remote_tls_ok``: what the test helper, on the far side of the
+    censor, saw for the same address (None: not asked, or it did not answer).
     ``throttling``: the throughput decision (probe.throttling) as a mapping, if run.
     """
 
     network_ok: bool | None = None
     control_host_ok: bool | None = None
+    remote_tcp_ok: bool | None = None
+    remote_tls_ok: bool | None = None
     throttling: Mapping[str, Any] | None = None
 
 
@@ -155,10 +161,19 @@ def _tcp_row(results: Results, controls: Controls) -> _Row | None:
         return None
     failure = _common_failure(tcp)
     where = ", ".join(r.input for r in tcp[:4])
+    remote = _of(results, "control", "control")
+    if controls.remote_tcp_ok is False:
+        return _Row("tcp_outage", None, None,
+                    f"connects to {where} failed ({failure}) and the test helper cannot connect either: "
+                    "the server is down, not blocked", _ids(tcp + remote), failure)
     if controls.control_host_ok is False:
         return _Row("tcp_outage", None, None,
                     f"connects to {where} failed ({failure}) and the control host on the same network "
                     "fails too: an outage, not censorship", _ids(tcp), failure)
+    if controls.remote_tcp_ok:
+        return _Row("tcp_blocked", False, "tcp_ip",
+                    f"every connect to {where} failed ({failure}) while the test helper connects fine",
+                    _ids(tcp + remote), failure)
     return _Row("tcp_blocked", False, "tcp_ip",
                 f"every connect to {where} failed ({failure}) while the controls work",
                 _ids(tcp), failure)
@@ -187,6 +202,11 @@ def _tls_row(results: Results, controls: Controls) -> _Row | None:
         return _Row("tls_sni", False, "tls",
                     f"handshake with SNI {sni} failed ({failure}); with control SNI {ctrl_sni} on "
                     "the same address it succeeded", evidence, failure)
+    if controls.remote_tls_ok:
+        return _Row("tls_blocked", False, "tls",
+                    f"handshakes to {tls[0].input} fail ({failure}) with any SNI, while the test helper "
+                    "completes one: TLS to this address is blocked", evidence + _ids(_of(results, "control",
+                    "control")), failure)
     return _Row("tls_outage", False, None,
                 f"handshake with SNI {sni} failed ({failure}) and so did the control SNI: "
                 "the server or the address is the problem, not the name", evidence, failure)

@@ -1,0 +1,192 @@
+"""Processes that run in the censor's namespace: the ISP resolver, block-page and
+interception servers, an on-path DNS injector and an NFQUEUE latency relay.
+
+Run: ``python -m probe.lab.censor KIND STATE_DIR [ARGS...]`` (the lab starts them).
+Rules they follow at run time live in ``STATE_DIR/rules.json`` and are re-read
+when the file changes, so techniques switch without restarting anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import ssl
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from probe.httpd import Request, Response, connection_handler, page
+from probe.lab.topology import AUTH_DNS, ISP_RESOLVER
+
+BLOCKPAGE_PORT, REDIRECT_PORT, MITM_PORT = 8080, 8081, 8443
+UPSTREAM_DELAY = 0.05  # a recursive resolver's work; lets an on-path injector win the race
+BLOCKPAGE = (
+    "<html><head><title>Доступ ограничен</title></head><body><h1>Доступ к ресурсу ограничен</h1>"
+    "<p>Доступ к информационному ресурсу ограничен на основании Федерального закона. "
+    "Реестр: https://eais.rkn.gov.ru/</p></body></html>"
+)
+
+
+class Rules:
+    def __init__(self, path: Path) -> None:
+        self.path, self.mtime = path, -1.0
+        self.data: dict[str, Any] = {}
+
+    def current(self) -> dict[str, Any]:
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime != self.mtime:
+                self.data, self.mtime = json.loads(self.path.read_text()), mtime
+        except (OSError, ValueError):
+            pass
+        return self.data
+
+
+# -- the ISP resolver (lies when told to) -------------------------------------------------
+
+
+async def resolve_as_isp(wire: bytes, rules: Rules) -> bytes:
+    query = dns.message.from_wire(wire)
+    name = query.question[0].name.to_text().rstrip(".").lower()
+    current = rules.current()
+    if name in current.get("dns_nxdomain", []):
+        response = dns.message.make_response(query)
+        response.set_rcode(dns.rcode.NXDOMAIN)
+        return response.to_wire()
+    forged = current.get("dns_bogon", {}).get(name)
+    if forged:
+        response = dns.message.make_response(query)
+        if query.question[0].rdtype == dns.rdatatype.A:
+            response.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "A", forged))
+        return response.to_wire()
+    await asyncio.sleep(UPSTREAM_DELAY)
+    answer = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: dns.query.udp(query, AUTH_DNS, timeout=2)
+    )
+    return answer.to_wire()
+
+
+class _ISPUDP(asyncio.DatagramProtocol):
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        async def answer() -> None:
+            with contextlib.suppress(Exception):  # an unanswered query times out, as it would
+                self.transport.sendto(await resolve_as_isp(data, self.rules), addr)
+
+        asyncio.ensure_future(answer())
+
+
+async def isp_resolver(state: Path) -> None:
+    rules = Rules(state / "rules.json")
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(lambda: _ISPUDP(rules), local_addr=(ISP_RESOLVER, 53))
+
+    async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
+            reply = await resolve_as_isp(await reader.readexactly(size), rules)
+            writer.write(struct.pack("!H", len(reply)) + reply)
+            await writer.drain()
+        except Exception:  # noqa: BLE001, S110
+            pass
+        writer.close()
+
+    await asyncio.start_server(tcp, ISP_RESOLVER, 53)
+    await asyncio.Event().wait()
+
+
+# -- block pages and interception -----------------------------------------------------------
+
+
+async def blockpages(state: Path) -> None:
+    async def inject(request: Request) -> Response:
+        return Response(200, BLOCKPAGE.encode())
+
+    async def redirect(request: Request) -> Response:
+        return Response(302, b"", {"Location": "http://warning.rt.ru/?id=17&url=" + request.headers.get("host", "")})
+
+    async def intercepted(request: Request) -> Response:
+        return Response(200, page("intercepted", "this page was served by an interception proxy"))
+
+    mitm = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    mitm.load_cert_chain(str(state / "mitm.pem"))
+    await asyncio.start_server(connection_handler(inject), "0.0.0.0", BLOCKPAGE_PORT)  # noqa: S104 - lab ns only
+    await asyncio.start_server(connection_handler(redirect), "0.0.0.0", REDIRECT_PORT)  # noqa: S104
+    await asyncio.start_server(connection_handler(intercepted), "0.0.0.0", MITM_PORT, ssl=mitm)  # noqa: S104
+    await asyncio.Event().wait()
+
+
+# -- on-path DNS injection (scapy) ----------------------------------------------------------
+
+
+def dns_injector(state: Path, iface: str, name: str, answer: str) -> None:
+    """Answer queries for ``name`` seen on ``iface`` with ``answer``, before the real resolver."""
+    from scapy.all import DNS, DNSQR, DNSRR, IP, UDP, send, sniff  # type: ignore[attr-defined]
+
+    wanted = name.rstrip(".").lower() + "."
+
+    def is_query(pkt: Any) -> bool:
+        return bool(pkt.haslayer(DNSQR) and pkt[DNS].qr == 0 and pkt[UDP].dport == 53
+                    and pkt[DNSQR].qname.decode().lower() == wanted)
+
+    def forge(pkt: Any) -> None:
+        qtype = pkt[DNSQR].qtype
+        reply = (IP(src=pkt[IP].dst, dst=pkt[IP].src)
+                 / UDP(sport=53, dport=pkt[UDP].sport)
+                 / DNS(id=pkt[DNS].id, qr=1, aa=1, rd=pkt[DNS].rd, ra=1, qd=pkt[DNS].qd,
+                       an=DNSRR(rrname=wanted, type="A", ttl=300, rdata=answer) if qtype == 1 else None))
+        send(reply, verbose=False)
+
+    (state / f"injector-{name}.ready").write_text("ok")
+    sniff(iface=iface, store=False, lfilter=is_query, prn=forge)
+
+
+# -- NFQUEUE latency relay ------------------------------------------------------------------
+
+
+def delay_relay(queue: int, ms: float, jitter_ms: float) -> None:
+    """Hold every queued packet ms ± jitter_ms before accepting it (netem is not on this kernel)."""
+    from netfilterqueue import NetfilterQueue
+
+    loop = asyncio.new_event_loop()
+    nfq = NetfilterQueue()
+
+    def on_packet(pkt: Any) -> None:
+        delay = max(0.0, (ms + random.uniform(-jitter_ms, jitter_ms)) / 1000)  # noqa: S311 - not crypto
+        loop.call_later(delay, pkt.accept)
+
+    nfq.bind(queue, on_packet, max_len=4096)
+    loop.add_reader(nfq.get_fd(), lambda: nfq.run(block=False))
+    loop.run_forever()
+
+
+def main(argv: list[str]) -> None:
+    kind, state = argv[0], Path(argv[1])
+    if kind == "resolver":
+        asyncio.run(isp_resolver(state))
+    elif kind == "blockpages":
+        asyncio.run(blockpages(state))
+    elif kind == "inject":
+        dns_injector(state, argv[2], argv[3], argv[4])
+    elif kind == "delay":
+        delay_relay(int(argv[2]), float(argv[3]), float(argv[4]))
+    else:
+        raise SystemExit(f"unknown censor process {kind!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

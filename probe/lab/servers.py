@@ -1,0 +1,183 @@
+"""Everything that runs in the lab's server namespace, as one asyncio process.
+
+- an authoritative DNS server for the ``.test`` zone (UDP and TCP, 198.18.10.53);
+- a DoH control resolver (198.18.10.54, RFC 8484 POST), answering from the same zone;
+- HTTPS (443) and HTTP (80) on every host address, virtual hosts by SNI/Host, with
+  ``/`` (a page), ``/large`` (a streamed object for throughput), ``/s/<channel>``
+  (channel pages), ``/upload`` (a sink);
+- QUIC (aioquic) on UDP 443 of the service hosts;
+- the test helper (198.18.30.20), which repeats a connect/handshake from this side
+  of the censor (see probe/helper.py).
+
+Benign conditions are switched at run time through ``behaviour.json`` in the state
+directory (``slow``: host → seconds of delay; ``expired``: hosts that serve an
+expired certificate), re-read when it changes.
+
+Run: ``python -m probe.lab.servers STATE_DIR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import struct
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from probe.httpd import Request, Response, connection_handler, page
+from probe.lab.topology import AUTH_DNS, DOH, HELPER, HOSTS
+
+LARGE = 64 * 1024 * 1024  # /large is capped by the client's byte budget, not by this
+CHUNK = 16 * 1024
+
+
+class Behaviour:
+    """``behaviour.json``, re-read when its mtime changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.mtime = path, -1.0
+        self.data: dict[str, Any] = {"slow": {}, "expired": []}
+
+    def current(self) -> dict[str, Any]:
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime != self.mtime:
+                self.data, self.mtime = json.loads(self.path.read_text()), mtime
+        except (OSError, ValueError):
+            pass
+        return self.data
+
+
+def zone_answer(wire: bytes) -> bytes:
+    """The authoritative answer for the lab zone (both the plain server and DoH use it)."""
+    query = dns.message.from_wire(wire)
+    response = dns.message.make_response(query)
+    response.flags |= 0x0400  # AA
+    question = query.question[0]
+    name = question.name.to_text().rstrip(".").lower()
+    if name not in HOSTS:
+        response.set_rcode(dns.rcode.NXDOMAIN)
+    elif question.rdtype == dns.rdatatype.A:
+        response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", HOSTS[name].address))
+    return response.to_wire()
+
+
+class _DNSUDP(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        with contextlib.suppress(Exception):  # malformed queries are dropped
+            self.transport.sendto(zone_answer(data), addr)
+
+
+async def _dns_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
+        reply = zone_answer(await reader.readexactly(size))
+        writer.write(struct.pack("!H", len(reply)) + reply)
+        await writer.drain()
+    except Exception:  # noqa: BLE001, S110
+        pass
+    writer.close()
+
+
+async def _stream(total: int) -> AsyncIterator[bytes]:
+    chunk = b"\x5a" * CHUNK
+    sent = 0
+    while sent < total:
+        piece = chunk[: min(CHUNK, total - sent)]
+        sent += len(piece)
+        yield piece
+
+
+def make_site(behaviour: Behaviour, address: str) -> Any:
+    names = {h.address: h.name for h in HOSTS.values()}
+
+    async def site(request: Request) -> Response:
+        host = (request.headers.get("host", "").split(":")[0] or request.sni or names.get(address, "")).lower()
+        delay = behaviour.current().get("slow", {}).get(host) or behaviour.current().get("slow", {}).get(address)
+        if delay:
+            await asyncio.sleep(float(delay))
+        path = request.path.split("?")[0]
+        if path == "/large":
+            query = request.path.partition("?")[2]
+            size = int(query.split("=")[1]) if query.startswith("bytes=") else LARGE
+            return Response(200, _stream(size), {"Content-Type": "application/octet-stream"}, length=size)
+        if path == "/upload":
+            return Response(200, f"received {len(request.body)} bytes".encode(), {"Content-Type": "text/plain"})
+        if path.startswith("/s/"):
+            return Response(200, page(f"channel {path[3:]}", f"posts of {path[3:]} on {host}"))
+        if path == "/":
+            return Response(200, page(f"{host} lab", f"served from {address}"))
+        return Response(404, page("not found", path))
+
+    return site
+
+
+def tls_contexts(state: Path, behaviour: Behaviour) -> ssl.SSLContext:
+    good = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    good.load_cert_chain(str(state / "server.pem"))
+    expired = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    expired.load_cert_chain(str(state / "expired.pem"))
+
+    def pick(sslobj: Any, name: str | None, _: ssl.SSLContext) -> None:
+        sslobj.lab_sni = name
+        if name and name in behaviour.current().get("expired", []):
+            sslobj.context = expired
+
+    good.sni_callback = pick
+    return good
+
+
+async def doh_app(request: Request) -> Response:
+    if request.method != "POST" or not request.body:
+        return Response(400, b"POST application/dns-message")
+    return Response(200, zone_answer(request.body), {"Content-Type": "application/dns-message"})
+
+
+async def start_quic(state: Path, address: str) -> Any:
+    from aioquic.asyncio.server import serve
+    from aioquic.quic.configuration import QuicConfiguration
+
+    configuration = QuicConfiguration(is_client=False, alpn_protocols=["h3"])
+    configuration.load_cert_chain(str(state / "server.pem"))
+    return await serve(address, 443, configuration=configuration)
+
+
+async def main(state: Path) -> None:
+    loop = asyncio.get_running_loop()
+    behaviour = Behaviour(state / "behaviour.json")
+    context = tls_contexts(state, behaviour)
+    servers: list[Any] = []
+    await loop.create_datagram_endpoint(_DNSUDP, local_addr=(AUTH_DNS, 53))
+    servers.append(await asyncio.start_server(_dns_tcp, AUTH_DNS, 53))
+    servers.append(await asyncio.start_server(connection_handler(doh_app), DOH, 443, ssl=context))
+    from probe.helper import handle as helper_handle
+
+    servers.append(await asyncio.start_server(connection_handler(helper_handle(state / "ca.pem")), HELPER, 443,
+                                              ssl=context))
+    for h in HOSTS.values():
+        if h.role == "infra":
+            continue
+        site = connection_handler(make_site(behaviour, h.address))
+        servers.append(await asyncio.start_server(site, h.address, 443, ssl=context, backlog=1024))
+        servers.append(await asyncio.start_server(site, h.address, 80, backlog=1024))
+        if h.role == "service":
+            await start_quic(state, h.address)
+    (state / "servers.ready").write_text("ok")
+    print("lab servers ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))
