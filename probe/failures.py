@@ -181,6 +181,8 @@ def _classify_one(exc: BaseException) -> str | None:
         return SSL_FAILED_HANDSHAKE
     if isinstance(exc, asyncio.IncompleteReadError | EOFError):
         return EOF_ERROR
+    if isinstance(exc, ConnectionAbortedError) and "taking longer than" in str(exc):
+        return GENERIC_TIMEOUT  # asyncio's ssl_handshake_timeout aborts the connection
     if isinstance(exc, ConnectionResetError) and exc.errno is None:
         # asyncio's TLS layer reports a peer's FIN during the handshake as a bare
         # ConnectionResetError() with no errno: that is an EOF, not an RST.

@@ -32,6 +32,8 @@ def _chained(outer: Exception, inner: BaseException) -> Exception:
         (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), F.CONNECTION_REFUSED),
         (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), F.CONNECTION_RESET),
         (ConnectionResetError(), F.EOF_ERROR),
+        (ConnectionAbortedError("SSL handshake is taking longer than 1.5 seconds: aborting the connection"),
+         F.GENERIC_TIMEOUT),
         (BrokenPipeError(errno.EPIPE, "Broken pipe"), F.CONNECTION_RESET),
         (OSError(errno.EHOSTUNREACH, "No route to host"), F.HOST_UNREACHABLE),
         (OSError(errno.ENETUNREACH, "Network is unreachable"), F.NETWORK_UNREACHABLE),

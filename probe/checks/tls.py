@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import ssl
 from dataclasses import dataclass
 
@@ -51,7 +52,9 @@ class TLSDetails:
     cert_not_after: float | None = None
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_certificate(der: bytes) -> Certificate:
+    """Parsed once per distinct certificate: servers present the same one to every check."""
     cert = x509.load_der_x509_certificate(der)
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -85,18 +88,15 @@ async def _handshake(
 ) -> _Session:
     t0 = ctx.monotonic()
     try:
-        reader, writer = await asyncio.wait_for(
-            ctx.open_connection(address, port), ctx.settings.timeouts.connect
-        )
+        async with asyncio.timeout(ctx.settings.timeouts.connect):
+            reader, writer = await ctx.open_connection(address, port)
     except Exception as exc:
         raise failures.ProbeError(failures.classify(exc), "connect", str(exc)) from exc
     timings["connect"] = ctx.monotonic() - t0
     t1 = ctx.monotonic()
     try:
-        await asyncio.wait_for(
-            writer.start_tls(context, server_hostname=sni, ssl_handshake_timeout=ctx.settings.timeouts.tls),
-            ctx.settings.timeouts.tls,
-        )
+        # start_tls is bounded by its own ssl_handshake_timeout: no second timer per check.
+        await writer.start_tls(context, server_hostname=sni, ssl_handshake_timeout=ctx.settings.timeouts.tls)
         timings["tls_handshake"] = ctx.monotonic() - t1
         obj = writer.get_extra_info("ssl_object")
         cipher = obj.cipher()

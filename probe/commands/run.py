@@ -10,7 +10,6 @@ run keeps what it measured.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from probe import config as config_mod
 from probe.context import Context
 from probe.pipeline import TargetOutcome
 from probe.records import ProbeMeta
-from probe.runner import run_once
+from probe.runner import run_loop, run_once
 
 
 def register(sub: Any) -> None:
@@ -81,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
                     store.append(records)
                 progress.update(task, advance=1, description=outcome.target.name)
 
-            outcomes = asyncio.run(run_once(cfg, ctx, on_outcome))
+            outcomes = run_loop(run_once(cfg, ctx, on_outcome))
     finally:
         if out is not None:
             out.close()
