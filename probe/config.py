@@ -403,7 +403,14 @@ def _target(node: yaml.Node, where: str, ctx: _Ctx) -> Target:
         if required not in values:
             raise ctx.fail(node, where, f"missing required key {required!r}")
     where = f"{where} ({values['name']})"
-    if not values.get("host") and not values.get("addresses"):
+    if "circumvention" in values.get("checks", ()):
+        from probe.circumvention import dispatch
+
+        problems = dispatch.validate(values.get("options", {}))
+        if problems:
+            raise ctx.fail(node, f"{where}.options", problems[0])
+    link_only = values.get("options", {}).get("protocol") == "mtproto"  # the server comes from the link
+    if not values.get("host") and not values.get("addresses") and not link_only:
         raise ctx.fail(node, where, "needs a 'host' or 'addresses'")
     if "checks" not in values:
         values["checks"] = ("dns", "tcp", "tls", "http") if values.get("host") else ("tcp",)

@@ -136,8 +136,9 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
         addresses += [a for a in resolved if a not in addresses]
     addresses = [a for a in addresses if _ip_version_ok(a, ctx)][:MAX_ADDRESSES]
 
-    # 2. TCP to every address:port.
-    connects = await asyncio.gather(
+    # 2. TCP to every address:port (not for circumvention-only targets: a VPN's port may be UDP).
+    circumvention_only = "circumvention" in target.checks and "tcp" not in target.checks
+    connects = [] if circumvention_only else await asyncio.gather(
         *(tcp.connect(a, p, ctx, target=target.name) for a in addresses for p in target.ports)
     )
     results += connects
@@ -171,6 +172,14 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
         from probe.checks import quic
 
         results.append(await quic.handshake(addresses[0], 443, target.server_name, ctx, target=target.name))
+    circumvention_blocked = False
+    if "circumvention" in target.checks:
+        from probe.circumvention import dispatch
+
+        family = await dispatch.measure(target, ctx, addresses or None)
+        results += family
+        statuses = {r.details.status for r in family}
+        circumvention_blocked = "blocked" in statuses and "answered" not in statuses
     throttling = None
     if "throughput" in target.checks and reachable.get(443):
         from probe.checks import throughput
@@ -186,7 +195,7 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
     tls_results = [r for r in results if r.check == "tls"]
     all_connects_failed = bool(connects) and not any(c.ok for c in connects)
     all_tls_failed = bool(tls_results) and not any(r.ok for r in tls_results)
-    if all_connects_failed:
+    if all_connects_failed or circumvention_blocked:
         control_host_ok, extra = await _control_host_ok(target, ctx)
         results += extra
     if ctx.settings.test_helper and (all_connects_failed or all_tls_failed):

@@ -36,6 +36,8 @@ http_failure            the request fails after connect/handshake, and a control
 http_outage             the control request fails too                              False       None
 quic_blocked            QUIC fails while TCP and TLS to the host work              False       "quic"
 throttling              the throughput decision says throttled                     True        "throttling"
+circumvention_*         VPN/proxy handshakes: answered, blocked ("circumvention"),  (family)    (family)
+                        silent by design (never blocked), outage, inconclusive
 accessible              everything worked (a 4xx from a TLS-verified origin,       True        False
                         like WhatsApp Web's 403 to non-browsers, is still the
                         origin answering)
@@ -262,6 +264,17 @@ def _throttling_row(results: Results, controls: Controls) -> _Row | None:
                 "for the control", _ids(_of(results, "throughput") + _of(results, "throughput", "control")))
 
 
+def _circumvention_row(results: Results, controls: Controls) -> _Row | None:
+    """VPN and proxy reachability: the family's own table (docs/circumvention.md)."""
+    from probe.circumvention import verdict as family
+
+    decided = family.decide(results, controls.control_host_ok)
+    if decided is None:
+        return None
+    return _Row(decided.rule, decided.accessible, decided.blocking, decided.reason, decided.evidence,
+                decided.failure)
+
+
 def _kbit(bytes_per_second: Any) -> str:
     if not isinstance(bytes_per_second, int | float):
         return "?"
@@ -302,6 +315,7 @@ def _decide(target: Target, results: Results, controls: Controls) -> _Row:
         _http_row(results),
         _quic_row(results),
         _throttling_row(results, controls),
+        _circumvention_row(results, controls),
     ):
         if row is not None:
             return row
