@@ -409,6 +409,13 @@ def _target(node: yaml.Node, where: str, ctx: _Ctx) -> Target:
         problems = dispatch.validate(values.get("options", {}))
         if problems:
             raise ctx.fail(node, f"{where}.options", problems[0])
+    if "diagnostics" in values.get("checks", ()):
+        from probe.diagnostics import OptionError, Options
+
+        try:
+            Options.parse(values.get("options", {}))
+        except OptionError as exc:
+            raise ctx.fail(node, where, str(exc)) from None
     link_only = values.get("options", {}).get("protocol") == "mtproto"  # the server comes from the link
     if not values.get("host") and not values.get("addresses") and not link_only:
         raise ctx.fail(node, where, "needs a 'host' or 'addresses'")

@@ -484,3 +484,41 @@ def detect_all(records: Iterable[Mapping[str, Any]], params: DetectParams = Dete
     """Events of every series in these verdict records, ordered by start time."""
     events = [e for s in series_from_records(records) for e in detect(s, params)]
     return sorted(events, key=lambda e: (e.start_time, e.target, e.type))
+
+
+class RecordDetector:
+    """The daemon's detector: feed each run's records, get back the events they touched.
+
+    Pure and incremental like :class:`Detector`, one per (probe, target, type); a series
+    starts the first time a verdict names that blocking type (earlier points said nothing
+    about it but "ok", which the detector's noise prior already assumes).
+    """
+
+    def __init__(self, params: DetectParams = DetectParams()) -> None:
+        self.params = params
+        self._series: dict[tuple[str, str], dict[str, Detector]] = {}
+        # The recent verdicts of each target, replayed into a series when it starts, so that
+        # its first event is bounded by the last good measurement. Bounded like Detector's memory.
+        self._history: dict[tuple[str, str], deque[tuple[float, str, object]]] = {}
+
+    def feed(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
+        touched: dict[str, Event] = {}
+        for record in sorted((r for r in records if r.get("record_type") == "verdict"),
+                             key=lambda r: str(r["measurement_start_time"])):
+            key = (str(record.get("probe_id", "")), str(record["target"]))
+            blocking = (record.get("test_keys") or {}).get("blocking")
+            detectors = self._series.setdefault(key, {})
+            kind = event_type(blocking)
+            history = self._history.setdefault(key, deque(maxlen=Detector.lookback))
+            if kind is not None and kind not in detectors:
+                series = Series(key[0], key[1], str(record.get("service", "")), CHECK_OF_TYPE.get(kind, kind), kind)
+                detectors[kind] = Detector(series, self.params)
+                detectors[kind].feed_many(Point(t, mid, status_for(kind, b)) for t, mid, b in history)
+            when = parse_time(record["measurement_start_time"])
+            history.append((when, str(record["id"]), blocking))
+            for series_type, detector in detectors.items():
+                before = {e.id: e for e in detector.events()}
+                for event in detector.feed(Point(when, str(record["id"]), status_for(series_type, blocking))):
+                    if before.get(event.id) != event:
+                        touched[event.id] = event
+        return list(touched.values())

@@ -11,6 +11,7 @@ a healthy target costs no extra traffic.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +41,19 @@ class TargetOutcome:
         out = [check_record(r, meta, t.service, t.category) for r in self.results]
         out.append(verdict_record(self.verdict, meta))
         return out
+
+
+async def prepare(targets: Sequence[Target]) -> None:
+    """Import the optional families the targets use, before measuring starts.
+
+    The throughput family loads scipy (about a second): imported in the middle of a run it
+    would stall the event loop, and other targets' timeouts would fire (a false http-failure).
+    """
+    modules = {"throughput": "probe.checks.throughput", "circumvention": "probe.circumvention.dispatch",
+               "diagnostics": "probe.diagnostics.dispatch", "quic": "probe.checks.quic"}
+    wanted = {modules[c] for t in targets for c in t.checks if c in modules}
+    for module in sorted(wanted):
+        await asyncio.to_thread(importlib.import_module, module)
 
 
 def _ip_version_ok(address: str, ctx: Context) -> bool:
@@ -207,7 +221,17 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
             remote_tcp_ok, remote_tls_ok = asked.details.tcp_ok, asked.details.tls_ok
     controls = replace(controls, control_host_ok=control_host_ok, remote_tcp_ok=remote_tcp_ok,
                        remote_tls_ok=remote_tls_ok, throttling=throttling)
-    return TargetOutcome(target, tuple(results), decide(target, results, controls, start))
+    verdict = decide(target, results, controls, start)
+
+    # 7. Raw-packet diagnostics (opt-in, more intrusive): evidence added to the verdict, never deciding it.
+    if "diagnostics" in target.checks and addresses:
+        from probe.diagnostics import dispatch as diagnostics
+        from probe.diagnostics.verdict import annotate
+
+        found = await diagnostics.run(target, ctx, addresses)
+        results += found
+        verdict = annotate(verdict, found)
+    return TargetOutcome(target, tuple(results), verdict)
 
 
 def network_ok(outcomes: Sequence[TargetOutcome]) -> bool | None:

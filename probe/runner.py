@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from probe.config import Config, Target
 from probe.context import Context
-from probe.pipeline import TargetOutcome, measure_target, network_ok
+from probe.pipeline import TargetOutcome, measure_target, network_ok, prepare
 from probe.verdict import Controls
 
 OnOutcome = Callable[[TargetOutcome], None]
@@ -43,6 +43,7 @@ async def run_once(
     config: Config, ctx: Context, on_outcome: OnOutcome | None = None
 ) -> list[TargetOutcome]:
     """Measure all targets of ``config``; outcomes come back in the config's order."""
+    await prepare(config.targets)
     limit = asyncio.Semaphore(config.settings.concurrency)
     control_targets = [t for t in config.targets if t.control]
     others = [t for t in config.targets if not t.control]

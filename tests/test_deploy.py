@@ -1,0 +1,136 @@
+"""deploy/: rules (promtool unit tests), scrape config, dashboards up to date, compose, systemd, image."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
+                                    reason="promtool (Debian package prometheus) not installed")
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, expr) for every query of every panel."""
+    out = []
+    for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
+        data = json.loads(path.read_text())
+        for panel in data["panels"]:
+            for target in panel.get("targets", []):
+                out.append((path.name, panel["title"], target["expr"]))
+    return out
+
+
+def alert_rules() -> dict[str, str]:
+    data = yaml.safe_load((DEPLOY / "rules" / "probe.rules.yml").read_text())
+    return {r["alert"]: r["expr"] for g in data["groups"] for r in g["rules"] if "alert" in r}
+
+
+@needs_promtool
+def test_rule_unit_tests_pass() -> None:
+    done = subprocess.run(["promtool", "test", "rules", "probe.rules.test.yml"], cwd=DEPLOY / "rules",
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+@needs_promtool
+def test_prometheus_config_and_rules_are_valid() -> None:
+    done = subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=DEPLOY, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_required_alerts_exist() -> None:
+    assert {"ProbeBlockingStarted", "ProbeThrottlingDetected", "ProbeStale", "ProbeDown",
+            "ProbeConfigReloadFailed"} <= set(alert_rules())
+
+
+def test_generated_dashboards_are_up_to_date() -> None:
+    done = subprocess.run([sys.executable, str(DEPLOY / "grafana" / "dashboards.py"), "--check"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_dashboards_have_the_required_panels() -> None:
+    titles = {(d, t) for d, t, _ in panel_queries()}
+    overview = {t for d, t in titles if d == "probe-overview.json"}
+    service = {t for d, t in titles if d == "probe-service.json"}
+    assert {"Services × probes: accessible", "Failure reasons over time"} <= overview
+    assert {"DNS, TCP, TLS and HTTP success by target", "Phase timings (slowest target)",
+            "Throughput: target vs control"} <= service
+    data = json.loads((DEPLOY / "grafana" / "dashboards" / "probe-overview.json").read_text())
+    assert any("probe_event_active" in a.get("expr", "") for a in data["annotations"]["list"])
+
+
+def test_queries_only_use_documented_metrics() -> None:
+    documented = set(re.findall(r"`(probe_[a-z_]+)`", (ROOT / "docs" / "metrics.md").read_text()))
+    used = set()
+    for _, _, expr in panel_queries():
+        used |= set(re.findall(r"\b(probe_[a-z_]+?)(?:_bucket)?\b", expr))
+    for expr in alert_rules().values():
+        used |= set(re.findall(r"\b(probe_[a-z_]+?)(?:_bucket)?\b", expr))
+    assert used and used <= documented, used - documented
+
+
+def test_compose_is_structurally_sound() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"probe", "prometheus", "grafana"}
+    probe = services["probe"]
+    assert (DEPLOY / probe["build"]["context"] / probe["build"]["dockerfile"]).is_file()
+    assert probe["cap_drop"] == ["ALL"] and "ports" not in probe  # metrics only on the compose network
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in compose["volumes"], f"{name}: undeclared volume {source}"
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        assert set(service.get("depends_on", [])) <= set(services)
+        assert set(service.get("networks", [])) <= set(compose["networks"])
+    prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    scrape = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert scrape == ["probe:9810"]
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_containerfile_copies_existing_files_and_runs_unprivileged() -> None:
+    text = (DEPLOY / "Containerfile").read_text()
+    for line in text.splitlines():
+        if line.startswith("COPY") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+    assert re.search(r"^USER probe$", text, re.M)
+    assert '"probe", "daemon"' in text and "0.0.0.0:9810" in text
+
+
+def test_systemd_unit_is_sandboxed() -> None:
+    text = (DEPLOY / "systemd" / "probe.service").read_text()
+    settings = dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
+    assert settings["DynamicUser"] == "yes" and settings["ProtectSystem"] == "strict"
+    assert settings["StateDirectory"] == "probe" and settings["NoNewPrivileges"] == "yes"
+    assert settings["CapabilityBoundingSet"] == "" and settings["AmbientCapabilities"] == ""
+    assert "/var/lib/probe/" in settings["ExecStart"] and "kill -HUP" in settings["ExecReload"]
+    dropin = (DEPLOY / "systemd" / "probe-diagnostics.conf").read_text()
+    assert "CapabilityBoundingSet=CAP_NET_RAW" in dropin
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    unit = tmp_path / "probe.service"
+    unit.write_text((DEPLOY / "systemd" / "probe.service").read_text().replace("/usr/bin/probe", "/bin/true"))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
