@@ -187,7 +187,7 @@ def _name(node: yaml.Node, where: str, ctx: _Ctx) -> str:
 
 def _hostname(node: yaml.Node, where: str, ctx: _Ctx) -> str:
     value = _str(node, where, ctx)
-    if not _HOST.match(value) or _is_ip(value):
+    if not _HOST.match(value) or is_ip(value):
         raise ctx.fail(node, where, f"{value!r} is not a host name")
     return value.rstrip(".").lower()
 
@@ -196,7 +196,8 @@ def _opt_hostname(node: yaml.Node, where: str, ctx: _Ctx) -> str | None:
     return None if _scalar(node) is None else _hostname(node, where, ctx)
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True for an IPv4 or IPv6 address literal."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

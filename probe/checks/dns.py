@@ -26,7 +26,7 @@ import dns.resolver
 import httpx
 
 from probe import failures
-from probe.config import ResolverSpec
+from probe.config import ResolverSpec, is_ip
 from probe.context import Context
 from probe.records import CheckResult, Role
 
@@ -126,16 +126,8 @@ async def exchange(
         return await dns.asyncquery.tcp(query, where, timeout=timeout, port=port)
     return await dns.asyncquery.tls(
         query, where, timeout=timeout, port=port, ssl_context=ctx.ssl_context(), server_hostname=spec.host
-        if not _is_ip(spec.host) else None,
+        if not is_ip(spec.host) else None,
     )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _interpret(response: dns.message.Message, qtype: str) -> tuple[str, list[DNSAnswer]]:
