@@ -1,0 +1,127 @@
+"""Throttling detection against the lab's policers and benign conditions, N times each.
+
+Prints the confusion matrix, the rate-estimate error per policer rate, and the
+bytes and seconds one decision used (median, max). Needs root (the lab).
+
+    .venv/bin/python bench/throttling_matrix.py --repeat 20
+    .venv/bin/python bench/throttling_matrix.py --repeat 3 --only police128,shape1M
+
+Each decision runs ``python -m probe.checks.throughput`` inside the client
+namespace against web.telegram.test's ``/large``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from probe.lab import HOSTS, Lab
+
+SNI = "web.telegram.test"
+URL = f"https://{SNI}/large?bytes={{bytes}}"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    throttled: bool
+    technique: str
+    params: dict[str, Any]
+    direction: str = "down"  # what the probe measures
+    rate_kbit: float | None = None
+
+
+CASES = [
+    *(Case(f"police{r}", True, "throttle_sni", {"sni": SNI, "rate_kbit": r, "direction": "down"}, rate_kbit=r)
+      for r in (64, 128, 256, 512, 2000)),
+    Case("police128-up", True, "throttle_sni", {"sni": SNI, "rate_kbit": 128, "direction": "up"}, "both", 128),
+    Case("police256-down", True, "throttle_sni", {"sni": SNI, "rate_kbit": 256, "direction": "down"}, "both", 256),
+    *(Case(f"shape{n}M", False, "shape", {"rate_kbit": n * 1000}) for n in (1, 10, 100)),
+    Case("loss1", False, "loss", {"percent": 1}),
+    Case("loss3", False, "loss", {"percent": 3}),
+    Case("jitter", False, "latency", {"ms": 50, "jitter_ms": 20}),
+]
+
+
+def decide(lab: Lab, direction: str) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "probe.checks.throughput", "--address", HOSTS[SNI].address, "--sni", SNI,
+            "--url", URL, "--direction", direction]
+    done = lab.exec(lab.ns_client, argv, check=False, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument("--prefix", default="thrbench")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    wanted = {n for n in args.only.split(",") if n}
+    cases = [c for c in CASES if not wanted or c.name in wanted]
+    rows: list[tuple[Case, dict[str, Any]]] = []
+    with Lab(args.prefix) as lab:
+        for case in cases:
+            handle = lab.apply(case.technique, **case.params)
+            try:
+                for _ in range(args.repeat):
+                    out = decide(lab, case.direction)
+                    rows.append((case, out))
+                    d = out["decision"]
+                    if args.verbose:
+                        print(f"{case.name:15} {d['blocking']!s:10} {d['direction']:5} "
+                              f"est={d['estimated_rate_kbit']} ctl={d['control_rate_kbit']} runs={d['runs']} "
+                              f"p={d['p_value']} ratio={d['ratio']} bytes={d['bytes_used']} "
+                              f"s={d['seconds_used']}", flush=True)
+            finally:
+                lab.remove(handle)
+            time.sleep(0.5)
+    report(rows)
+    return 0
+
+
+def _estimate(case: Case, d: dict[str, Any]) -> float | None:
+    if case.direction == "both":
+        per = d.get("directions", {}).get(case.params.get("direction", "down"), {})
+        return per.get("estimated_rate_kbit") if isinstance(per, dict) else None
+    return d.get("estimated_rate_kbit")
+
+
+def report(rows: list[tuple[Case, dict[str, Any]]]) -> None:
+    print("\nconfusion matrix (rows: truth, columns: decision)")
+    print(f"{'':22}{'throttling':>12}{'not':>8}{'inconcl.':>10}")
+    for truth in (True, False):
+        got = [r[1]["decision"]["blocking"] for r in rows if r[0].throttled is truth]
+        print(f"{'throttled' if truth else 'not throttled':22}{got.count('throttling'):>12}"
+              f"{got.count(False):>8}{sum(1 for g in got if g is None):>10}")
+    print("\nper case: detected / runs, direction reported, rate error (median, max abs)")
+    for name in dict.fromkeys(c.name for c, _ in rows):
+        case = next(c for c, _ in rows if c.name == name)
+        mine = [d["decision"] for c, d in rows if c.name == name]
+        flagged = sum(1 for d in mine if d["blocking"] == "throttling")
+        line = f"  {case.name:15} flagged {flagged}/{len(mine)}"
+        if case.throttled and case.rate_kbit:
+            errors = [(e - case.rate_kbit) / case.rate_kbit for e in (_estimate(case, d) for d in mine)
+                      if isinstance(e, int | float)]
+            dirs = sorted({str(d["direction"]) for d in mine})
+            if errors:
+                worst = max(errors, key=abs)
+                line += f"  direction {','.join(dirs)}  error median {statistics.median(errors):+.1%} " \
+                        f"worst {worst:+.1%}"
+        print(line)
+    used = [d["decision"]["bytes_used"] / 1024 for _, d in rows]
+    secs = [d["decision"]["seconds_used"] for _, d in rows]
+    print(f"\nper decision: KiB median {statistics.median(used):.0f} max {max(used):.0f}; "
+          f"seconds median {statistics.median(secs):.2f} max {max(secs):.2f}  ({len(rows)} decisions)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
