@@ -296,6 +296,13 @@ def report(args: argparse.Namespace, probe: Side, blackbox: Side | None) -> list
     return lines
 
 
+def _default_loop() -> str:
+    """The loop the product uses: probe.runner.run_loop picks uvloop when it is importable."""
+    import importlib.util
+
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="TLS handshake checks: probe vs blackbox_exporter, CPU per check.")
     parser.add_argument("--n", type=int, default=2000, help="checks per side (default 2000)")
@@ -308,10 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the profiler's overhead)")
     parser.add_argument("--probe-root", default=str(ROOT),
                         help="directory holding the probe package to measure (a prototype copy, say)")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                        help="the probe's event loop (uvloop: a prototype; needs uvloop importable)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default=_default_loop(),
+                        help="the probe's event loop (default: uvloop when installed, as `probe run` does)")
     parser.add_argument("--cert-cache", action="store_true",
-                        help="prototype: memoise parse_certificate on the DER bytes")
+                        help="memoise parse_certificate (the core now does; kept for old checkouts)")
     parser.add_argument("--no-blackbox", action="store_true", help="probe side only")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args(argv)
