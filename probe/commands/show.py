@@ -1,17 +1,133 @@
-"""`probe show`: not built yet (see the issue that owns it)."""
+"""``probe show``: recent verdicts from the local store, as a table or as JSON records.
+
+The store is ``--store PATH`` or else ``settings.store`` of the targets file
+(``--targets``, default the repository's ``targets.yaml``); a relative path is
+relative to the current directory, as for ``probe run``. The store is opened
+read-only, so ``show`` never changes it and can run beside the daemon.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any
+
+from probe import config as config_mod
+from probe.records import parse_time
+from probe.store import Store, StoreError
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("show", help="(not built yet)")
+    parser = sub.add_parser(
+        "show",
+        help="recent verdicts from the local store",
+        description="Show the most recent verdicts from the local store, oldest first "
+        "(the newest is the last line).",
+    )
+    add_store_arguments(parser)
+    parser.add_argument("--since", metavar="T",
+                        help="only verdicts at or after T (2026-04-16, RFC 3339, or 30m/24h/7d ago)")
+    parser.add_argument("--target", metavar="NAME", help="only this target")
+    parser.add_argument("--limit", metavar="N", type=int, default=50,
+                        help="at most N verdicts, the most recent (default 50)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the verdict records, one JSON object per line")
     parser.set_defaults(func=_run)
 
 
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--store`` and ``--targets``, shared by the commands that read the store."""
+    parser.add_argument("--store", metavar="PATH",
+                        help="SQLite store (default: settings.store of the targets file)")
+    parser.add_argument("--targets", metavar="FILE",
+                        help=f"targets file for settings.store (default: {config_mod.DEFAULT_TARGETS})")
+
+
+def store_path(args: argparse.Namespace) -> Path:
+    """``--store``, else ``settings.store`` of the targets file (ConfigError if it is bad)."""
+    if args.store:
+        return Path(args.store).expanduser()
+    return Path(config_mod.load(args.targets).settings.store).expanduser()
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("probe show: not built yet", file=sys.stderr)
-    return 1
+    from probe.export import ExportError, parse_when
+
+    if args.limit < 1:
+        print(f"probe show: --limit {args.limit}: must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        since = parse_when(args.since) if args.since else None
+    except ExportError as exc:
+        print(f"probe show: {exc}", file=sys.stderr)
+        return 2
+    path = store_path(args)
+    try:
+        with Store(path, readonly=True) as store:
+            newest = list(store.query(since=since, target=args.target, record_type="verdict",
+                                      limit=args.limit, newest_first=True))
+    except StoreError as exc:
+        print(f"probe: store error: {exc}", file=sys.stderr)
+        return 1
+    verdicts = newest[::-1]
+    if args.json:
+        for record in verdicts:
+            print(json.dumps(record, ensure_ascii=False))
+        return 0
+    if not verdicts:
+        print(f"probe show: no verdicts in {path}" + (" for these filters" if args.target or since
+                                                        else ""), file=sys.stderr)
+        return 0
+    from rich.console import Console
+
+    Console().print(verdict_table(verdicts))
+    return 0
+
+
+def _accessible(value: Any) -> str:
+    if value is True:
+        return "[green]yes[/green]"
+    if value is False:
+        return "[red]no[/red]"
+    return "[yellow]?[/yellow]"
+
+
+def _blocking(value: Any) -> str:
+    if value is False:
+        return "[green]none[/green]"
+    if value is None:
+        return "[yellow]inconclusive[/yellow]"
+    return f"[red]{value}[/red]"
+
+
+def verdict_table(verdicts: list[dict[str, Any]]) -> Any:
+    """A rich table of verdict records: time, target, service, accessible, blocking, failure, reason."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Recent verdicts", title_justify="left")
+    for column in ("time (UTC)", "target", "service", "accessible", "blocking"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("failure", overflow="fold")
+    table.add_column("reason", overflow="fold", ratio=1)
+    for record in verdicts:
+        keys = record.get("test_keys") or {}
+        stamp = record.get("measurement_start_time", "")
+        try:
+            from probe.records import format_time
+
+            when = format_time(parse_time(stamp))[:19].replace("T", " ")
+        except (ValueError, TypeError):
+            when = str(stamp)
+        table.add_row(
+            when,
+            escape(str(record.get("target", ""))),
+            escape(str(record.get("service", ""))),
+            _accessible(keys.get("accessible")),
+            _blocking(keys.get("blocking")),
+            escape(str(record.get("failure") or "")),
+            escape(str(keys.get("reason") or "")),
+        )
+    return table
