@@ -40,7 +40,8 @@ def _open_store(args: argparse.Namespace) -> Any:
         from probe import config as config_mod
 
         path = config_mod.load(args.targets).settings.store
-    return Store(str(Path(path).expanduser()))
+    # Listing never creates a store; re-detecting writes the events it finds.
+    return Store(str(Path(path).expanduser()), readonly=not args.detect)
 
 
 def _run(args: argparse.Namespace) -> int:
