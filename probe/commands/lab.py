@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe.lab import Lab, LabError, down, namespaces
+    from probe.lab import Lab, LabError, down
 
     if os.geteuid() != 0:
         print("probe lab: needs root (network namespaces, iptables, tc)", file=sys.stderr)
@@ -44,17 +44,29 @@ def _run(args: argparse.Namespace) -> int:
             console.print(f"lab {args.prefix}: removed")
             return 0
         if args.action == "status":
-            found = namespaces(args.prefix)
-            console.print(json.dumps({"prefix": args.prefix, "namespaces": found, "running": bool(found)}))
+            status = Lab(args.prefix).status()
+            alive = [pid for pid, up in status["processes"] if up]
+            print(json.dumps({"prefix": args.prefix, "namespaces": status["namespaces"],  # plain: for scripts
+                              "processes": alive, "running": bool(status["namespaces"])}))
             return 0
         lab = Lab(args.prefix, hops=args.hops, censor_hop=args.censor_hop)
         if args.action == "up":
-            lab.up()
+            try:
+                lab.up()
+            except BaseException:
+                down(args.prefix)  # a half-built lab is worse than none
+                raise
             console.print(f"lab {args.prefix} is up: client namespace {lab.ns_client}, censor {lab.ns_censor}, "
                           f"servers {lab.ns_srv}.\nTry: ip netns exec {lab.ns_client} probe run --once --targets "
                           f"{lab.state}/example.yaml\nRemove it with: probe lab down --prefix {args.prefix}")
             (lab.state / "example.yaml").write_text(lab.targets_yaml(["web.telegram.test", "shop.cloud.test"]))
             return 0
+        if args.action == "run":
+            try:  # written separately (seeds/ and the replay): say so plainly if it is not there
+                from probe.lab.scenario import replay
+            except ImportError as exc:
+                print(f"probe lab run: scenario replay is not available ({exc})", file=sys.stderr)
+                return 1
         with lab:
             if args.action == "matrix":
                 from probe.lab.matrix import CASES, run_case, table
@@ -62,8 +74,6 @@ def _run(args: argparse.Namespace) -> int:
                 observed = [run_case(lab, case) for case in CASES]
                 console.print(table(observed))
                 return 0 if all(not o.problems() for o in observed) else 1
-            from probe.lab.scenario import replay
-
             report = replay(args.scenario, lab, speed=args.speed)
             return 0 if report.passed else 1
     except LabError as exc:

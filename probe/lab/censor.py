@@ -28,7 +28,6 @@ from probe.httpd import Request, Response, connection_handler, page
 from probe.lab.topology import AUTH_DNS, ISP_RESOLVER
 
 BLOCKPAGE_PORT, REDIRECT_PORT, MITM_PORT = 8080, 8081, 8443
-UPSTREAM_DELAY = 0.05  # a recursive resolver's work; lets an on-path injector win the race
 BLOCKPAGE = (
     "<html><head><title>Доступ ограничен</title></head><body><h1>Доступ к ресурсу ограничен</h1>"
     "<p>Доступ к информационному ресурсу ограничен на основании Федерального закона. "
@@ -68,7 +67,6 @@ async def resolve_as_isp(wire: bytes, rules: Rules) -> bytes:
         if query.question[0].rdtype == dns.rdatatype.A:
             response.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "A", forged))
         return response.to_wire()
-    await asyncio.sleep(UPSTREAM_DELAY)
     answer = await asyncio.get_running_loop().run_in_executor(
         None, lambda: dns.query.udp(query, AUTH_DNS, timeout=2)
     )
@@ -134,10 +132,18 @@ async def blockpages(state: Path) -> None:
 
 
 def dns_injector(state: Path, iface: str, name: str, answer: str) -> None:
-    """Answer queries for ``name`` seen on ``iface`` with ``answer``, before the real resolver."""
-    from scapy.all import DNS, DNSQR, DNSRR, IP, UDP, send, sniff  # type: ignore[attr-defined]
+    """Answer queries for ``name`` seen on ``iface`` with ``answer``, before the real resolver.
+
+    At hop 1 it sees the client's query to the ISP resolver; further on, the resolver's own query
+    to the authoritative server (which answers AUTH_DELAY late, like a distant one): either way the
+    forged answer wins and the real one arrives later. The capture socket (with a kernel BPF filter,
+    so bulk traffic never reaches Python) and the sending socket are opened before "ready".
+    """
+    from scapy.all import DNS, DNSQR, DNSRR, IP, UDP, conf, sniff  # type: ignore[attr-defined]
 
     wanted = name.rstrip(".").lower() + "."
+    listen = conf.L2listen(iface=iface, filter="udp dst port 53")
+    out = conf.L3socket()
 
     def is_query(pkt: Any) -> bool:
         return bool(pkt.haslayer(DNSQR) and pkt[DNS].qr == 0 and pkt[UDP].dport == 53
@@ -149,10 +155,13 @@ def dns_injector(state: Path, iface: str, name: str, answer: str) -> None:
                  / UDP(sport=53, dport=pkt[UDP].sport)
                  / DNS(id=pkt[DNS].id, qr=1, aa=1, rd=pkt[DNS].rd, ra=1, qd=pkt[DNS].qd,
                        an=DNSRR(rrname=wanted, type="A", ttl=300, rdata=answer) if qtype == 1 else None))
-        send(reply, verbose=False)
+        out.send(reply)
 
+    warm = IP(dst="198.18.0.2") / UDP(sport=1, dport=53) / DNS(rd=1, qd=DNSQR(qname=wanted))
+    forge_bytes = bytes(IP(bytes(warm)))  # the first dissect/build loads scapy's layers: not during a race
+    del forge_bytes
     (state / f"injector-{name}.ready").write_text("ok")
-    sniff(iface=iface, store=False, lfilter=is_query, prn=forge)
+    sniff(opened_socket=listen, store=False, lfilter=is_query, prn=forge)
 
 
 # -- NFQUEUE latency relay ------------------------------------------------------------------

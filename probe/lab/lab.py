@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from probe.lab.topology import (
     SRV_GW,
     SUBNETS,
     transit,
+    transit_net,
 )
 
 STATE_ROOT = Path(os.environ.get("PROBE_LAB_STATE", "/run/probe-lab"))
@@ -54,12 +56,24 @@ def namespaces(prefix: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix + "-")]
 
 
+def _ours(pid: int, state: Path) -> bool:
+    """Whether a recorded pid is still one of the lab's processes (pids are reused after a crash)."""
+    try:
+        return str(state) in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+
+
 def down(prefix: str) -> None:
-    """Remove every namespace, process and file of the lab ``prefix``; safe to call twice."""
+    """Remove every namespace, process, stray veth and file of the lab ``prefix``; safe to call twice.
+
+    Processes are found twice over: the pids recorded in the state directory (checked against their
+    command line, which names the state directory) and whatever still runs in the namespaces.
+    """
     state = STATE_ROOT / prefix
     pids: list[int] = []
     if (state / "pids").exists():
-        pids += [int(p) for p in (state / "pids").read_text().split()]
+        pids += [int(p) for p in (state / "pids").read_text().split() if _ours(int(p), state)]
     for ns in namespaces(prefix):
         pids += [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
     for pid in set(pids):
@@ -67,6 +81,10 @@ def down(prefix: str) -> None:
             os.kill(pid, signal.SIGKILL)
     for ns in namespaces(prefix):
         run(["ip", "netns", "del", ns], check=False)
+    for link in run(["ip", "-o", "link", "show"], check=False).stdout.splitlines():  # a crash inside _link
+        name = link.split(":")[1].strip().split("@")[0] if link.count(":") >= 2 else ""
+        if name.startswith(f"{prefix}x"):
+            run(["ip", "link", "del", name], check=False)
     if state.exists():
         for path in sorted(state.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
@@ -85,8 +103,19 @@ class Handle:
     pids: list[int] = field(default_factory=list)
 
 
+class _Down:
+    """``Lab.down(prefix)`` tears down any lab by prefix (after a crash too); ``lab.down()`` this one."""
+
+    def __get__(self, obj: Lab | None, owner: type[Lab]) -> Callable[..., None]:
+        if obj is None:
+            return down
+        return lambda: down(obj.prefix)
+
+
 class Lab:
     """A running lab. Use as a context manager: ``with Lab("plab") as lab: ...``."""
+
+    down = _Down()
 
     def __init__(self, prefix: str = "plab", hops: int = 1, censor_hop: int = 1) -> None:
         if not 1 <= censor_hop <= hops or hops > 8:
@@ -113,7 +142,20 @@ class Lab:
 
     @property
     def ns_censor(self) -> str:
+        """The namespace of the censoring router (hop ``censor_hop``); techniques are applied there."""
         return self.ns_router(self.censor_hop)
+
+    def ns_server(self, name: str | None = None) -> str:
+        """The namespace serving host ``name``: all server hosts share one namespace (``ns_srv``)."""
+        if name is not None:
+            topology.host(name)  # unknown names fail loudly
+        return self.ns_srv
+
+    def router_address(self, hop: int) -> str:
+        """Router ``hop``'s client-facing address: what a traceroute from the client shows at that hop."""
+        if not 1 <= hop <= self.hops:
+            raise LabError(f"hop {hop}: this lab has routers 1..{self.hops}")
+        return topology.router_address(hop)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -121,14 +163,11 @@ class Lab:
         try:
             self.up()
         except BaseException:
-            self.down()
+            down(self.prefix)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.down()
-
-    def down(self) -> None:
         down(self.prefix)
 
     def exec(
@@ -180,9 +219,9 @@ class Lab:
                 else:
                     self.exec(ns, ["ip", "route", "replace", subnet, "via", SRV_ADDR])
             for later in range(i + 1, self.hops):  # transit links further on
-                self.exec(ns, ["ip", "route", "add", f"{transit(later)[0]}/30", "via", transit(i)[1]])
+                self.exec(ns, ["ip", "route", "add", transit_net(later), "via", transit(i)[1]])
             for earlier in range(1, i - 1):
-                self.exec(ns, ["ip", "route", "add", f"{transit(earlier)[0]}/30", "via", transit(i - 1)[0]])
+                self.exec(ns, ["ip", "route", "add", transit_net(earlier), "via", transit(i - 1)[0]])
         for iface in ("left", "right"):  # htb roots for throttling and shaping
             self._htb_root(iface)
         self.spawn(self.ns_srv, [sys.executable, "-m", "probe.lab.servers", str(self.state)], "servers.log")

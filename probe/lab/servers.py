@@ -71,19 +71,26 @@ def zone_answer(wire: bytes) -> bytes:
     return response.to_wire()
 
 
+AUTH_DELAY = 0.08
+"""The authoritative server answers this late, as a distant one would: an on-path injector at any hop
+(dns_inject) wins the race, and the real answer still arrives, later. DoH answers at once."""
+
+
 class _DNSUDP(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         with contextlib.suppress(Exception):  # malformed queries are dropped
-            self.transport.sendto(zone_answer(data), addr)
+            reply = zone_answer(data)
+            asyncio.get_running_loop().call_later(AUTH_DELAY, self.transport.sendto, reply, addr)
 
 
 async def _dns_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
         reply = zone_answer(await reader.readexactly(size))
+        await asyncio.sleep(AUTH_DELAY)
         writer.write(struct.pack("!H", len(reply)) + reply)
         await writer.drain()
     except Exception:  # noqa: BLE001, S110

@@ -25,10 +25,10 @@ from probe.lab.topology import BOGON, SINKHOLE, host
 Technique = Callable[..., None]
 
 
-def _ipt(lab: Lab, handle: Handle, table: str, chain: str, rule: list[str]) -> None:
-    """Insert an iptables rule in the censor namespace and remember how to delete it."""
+def _ipt(lab: Lab, handle: Handle, table: str, chain: str, rule: list[str], where: str = "-I") -> None:
+    """Insert (or with where="-A", append) an iptables rule in the censor namespace; remember how to delete it."""
     base = ["ip", "netns", "exec", lab.ns_censor, "iptables", "-w", "-t", table]
-    run([*base, "-I", chain, *rule])
+    run([*base, where, chain, *rule])
     handle.undo.append([*base, "-D", chain, *rule])
 
 
@@ -74,7 +74,6 @@ def dns_inject(lab: Lab, handle: Handle, host: str, answer: str = SINKHOLE) -> N
     deadline = time.monotonic() + 20
     while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)  # the sniffer opens its socket just after it says ready
     if not ready.exists():
         raise LabError("the DNS injector did not start (see inject-*.log in the lab state)")
     handle.undo.append(["rm", "-f", str(ready)])
@@ -219,7 +218,8 @@ def latency(lab: Lab, handle: Handle, ms: float, jitter_ms: float = 0.0) -> None
                                     str(jitter_ms / 2)], f"delay-{queue}.log")
     handle.pids.append(pid)
     time.sleep(0.5)
-    _ipt(lab, handle, "filter", "FORWARD", ["-j", "NFQUEUE", "--queue-num", queue, "--queue-bypass"])
+    # Appended, not inserted: the relay accepts what it holds, so it must come after every blocking rule.
+    _ipt(lab, handle, "filter", "FORWARD", ["-j", "NFQUEUE", "--queue-num", queue, "--queue-bypass"], where="-A")
 
 
 def server_down(lab: Lab, handle: Handle, host: str) -> None:

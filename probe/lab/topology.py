@@ -67,6 +67,19 @@ def transit(i: int) -> tuple[str, str]:
     return f"198.18.1.{base + 1}", f"198.18.1.{base + 2}"
 
 
+def transit_net(i: int) -> str:
+    """The /30 of the link between router i and router i+1 (a route needs the network, not a host)."""
+    return f"198.18.1.{4 * i}/30"
+
+
+def router_address(hop: int) -> str:
+    """Router ``hop``'s address on its client-facing link: the source of its ICMP time-exceeded
+    and of any ICMP it sends back to the client (what a traceroute from the client shows)."""
+    if hop < 1:
+        raise ValueError(f"hop {hop}: routers are numbered from 1")
+    return CLIENT_GW if hop == 1 else transit(hop - 1)[1]
+
+
 def host(name: str) -> Host:
     try:
         return HOSTS[name]

@@ -12,6 +12,9 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
+# unique per run: parallel runs of this module (other checkouts, CI jobs) must not tear down each other
+LEAK1, LEAK2 = f"tlk1p{os.getpid() % 1000}", f"tlk2p{os.getpid() % 1000}"
+
 
 def _lab_processes(prefix: str) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
@@ -23,15 +26,15 @@ def test_context_manager_leaves_nothing(tmp_path: Path) -> None:
         pytest.skip("needs root")
     from probe.lab import Lab, namespaces
 
-    with Lab("tleak1") as lab:
-        assert len(namespaces("tleak1")) == 3
+    with Lab(LEAK1) as lab:
+        assert len(namespaces(LEAK1)) == 3
         state = lab.state
         lab.apply("loss", percent=1)
-    assert namespaces("tleak1") == []
+    assert namespaces(LEAK1) == []
     assert not state.exists()
-    assert _lab_processes("tleak1") == []
+    assert _lab_processes(LEAK1) == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    assert "tleak1" not in links
+    assert LEAK1 not in links
 
 
 def test_down_after_a_crash() -> None:
@@ -40,21 +43,49 @@ def test_down_after_a_crash() -> None:
         pytest.skip("needs root")
     from probe.lab import namespaces
 
-    script = ("from probe.lab import Lab\nlab = Lab('tleak2'); lab.up(); print('up', flush=True)\n"
+    script = (f"from probe.lab import Lab\nlab = Lab({LEAK2!r}); lab.up(); print('up', flush=True)\n"
               "import time; time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        assert len(namespaces("tleak2")) == 3
-        done = subprocess.run([sys.executable, "-m", "probe", "lab", "down", "--prefix", "tleak2"],
+        assert len(namespaces(LEAK2)) == 3
+        done = subprocess.run([sys.executable, "-m", "probe", "lab", "down", "--prefix", LEAK2],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
     finally:
         proc.kill()
         from probe.lab import down
 
-        down("tleak2")
-    assert namespaces("tleak2") == []
-    assert _lab_processes("tleak2") == []
+        down(LEAK2)
+    assert namespaces(LEAK2) == []
+    assert _lab_processes(LEAK2) == []
+
+
+def test_down_by_prefix_spares_reused_pids_and_removes_stray_links() -> None:
+    """After a crash the pid file may name pids that now belong to someone else: those live on.
+    A veth pair left in the root namespace by a crash in the middle of linking is removed."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from probe.lab import Lab, namespaces
+    from probe.lab.lab import STATE_ROOT
+
+    prefix = f"tleak3{os.getpid() % 100}"
+    bystander = subprocess.Popen(["sleep", "60"])
+    state = STATE_ROOT / prefix
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "pids").write_text(f"{bystander.pid}\n")
+        subprocess.run(["ip", "link", "add", f"{prefix}x1a", "type", "veth", "peer", "name", f"{prefix}x1b"],
+                       check=True, timeout=10)
+        Lab.down(prefix)  # by prefix, without a Lab object: what `probe lab down` does
+        assert bystander.poll() is None, "a pid that is not the lab's was killed"
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+        assert prefix not in links
+        assert not state.exists()
+        assert namespaces(prefix) == []
+    finally:
+        bystander.kill()
+        bystander.wait(10)
+        subprocess.run(["ip", "link", "del", f"{prefix}x1a"], capture_output=True, timeout=10, check=False)
