@@ -4,7 +4,6 @@ and the skip without CAP_NET_RAW. Each diagnostic runs in the client namespace a
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -20,26 +19,13 @@ SERVER = "198.18.10.10"  # web.telegram.test
 TARGET, CONTROL = "web.telegram.test", "control.test"
 
 
-def _lab_class() -> Any:
-    from probe.lab import Lab
-
-    class RoutedLab(Lab):
-        """Lab with the transit-route prefixes normalised (198.18.1.9/30 -> 198.18.1.8/30): Lab.up() writes host
-        addresses as /30 routes, which ``ip route`` rejects once hops > 2. Harmless once the lab is fixed."""
-
-        def exec(self, ns: str, argv: list[str], **kw: Any) -> Any:
-            if argv[:3] == ["ip", "route", "add"] and "/" in argv[3]:
-                argv = [*argv[:3], str(ipaddress.ip_network(argv[3], strict=False)), *argv[4:]]
-            return super().exec(ns, argv, **kw)
-
-    return RoutedLab
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Any]:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces (CI runs as root)")
-    with _lab_class()(prefix="tdiag", hops=4, censor_hop=CENSOR_HOP) as running:
+    from probe.lab import Lab
+
+    with Lab(prefix="tdiag", hops=4, censor_hop=CENSOR_HOP) as running:
         yield running
 
 
