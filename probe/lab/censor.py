@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import ssl
 import struct
@@ -25,6 +24,7 @@ import dns.rdatatype
 import dns.rrset
 
 from probe.httpd import Request, Response, connection_handler, page
+from probe.lab.live import LiveJSON
 from probe.lab.topology import AUTH_DNS, ISP_RESOLVER
 
 BLOCKPAGE_PORT, REDIRECT_PORT, MITM_PORT = 8080, 8081, 8443
@@ -35,25 +35,12 @@ BLOCKPAGE = (
 )
 
 
-class Rules:
-    def __init__(self, path: Path) -> None:
-        self.path, self.mtime = path, -1.0
-        self.data: dict[str, Any] = {}
-
-    def current(self) -> dict[str, Any]:
-        try:
-            mtime = self.path.stat().st_mtime
-            if mtime != self.mtime:
-                self.data, self.mtime = json.loads(self.path.read_text()), mtime
-        except (OSError, ValueError):
-            pass
-        return self.data
 
 
 # -- the ISP resolver (lies when told to) -------------------------------------------------
 
 
-async def resolve_as_isp(wire: bytes, rules: Rules) -> bytes:
+async def resolve_as_isp(wire: bytes, rules: LiveJSON) -> bytes:
     query = dns.message.from_wire(wire)
     name = query.question[0].name.to_text().rstrip(".").lower()
     current = rules.current()
@@ -74,7 +61,7 @@ async def resolve_as_isp(wire: bytes, rules: Rules) -> bytes:
 
 
 class _ISPUDP(asyncio.DatagramProtocol):
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: LiveJSON) -> None:
         self.rules = rules
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,7 +76,7 @@ class _ISPUDP(asyncio.DatagramProtocol):
 
 
 async def isp_resolver(state: Path) -> None:
-    rules = Rules(state / "rules.json")
+    rules = LiveJSON(state / "rules.json")
     loop = asyncio.get_running_loop()
     await loop.create_datagram_endpoint(lambda: _ISPUDP(rules), local_addr=(ISP_RESOLVER, 53))
 

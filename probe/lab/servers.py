@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 import struct
 import sys
@@ -34,27 +33,13 @@ import dns.rdatatype
 import dns.rrset
 
 from probe.httpd import Request, Response, connection_handler, page
+from probe.lab.live import LiveJSON
 from probe.lab.topology import AUTH_DNS, DOH, HELPER, HOSTS
 
 LARGE = 64 * 1024 * 1024  # /large is capped by the client's byte budget, not by this
 CHUNK = 16 * 1024
 
 
-class Behaviour:
-    """``behaviour.json``, re-read when its mtime changes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.mtime = path, -1.0
-        self.data: dict[str, Any] = {"slow": {}, "expired": []}
-
-    def current(self) -> dict[str, Any]:
-        try:
-            mtime = self.path.stat().st_mtime
-            if mtime != self.mtime:
-                self.data, self.mtime = json.loads(self.path.read_text()), mtime
-        except (OSError, ValueError):
-            pass
-        return self.data
 
 
 def zone_answer(wire: bytes) -> bytes:
@@ -107,7 +92,7 @@ async def _stream(total: int) -> AsyncIterator[bytes]:
         yield piece
 
 
-def make_site(behaviour: Behaviour, address: str) -> Any:
+def make_site(behaviour: LiveJSON, address: str) -> Any:
     names = {h.address: h.name for h in HOSTS.values()}
 
     async def site(request: Request) -> Response:
@@ -131,7 +116,7 @@ def make_site(behaviour: Behaviour, address: str) -> Any:
     return site
 
 
-def tls_contexts(state: Path, behaviour: Behaviour) -> ssl.SSLContext:
+def tls_contexts(state: Path, behaviour: LiveJSON) -> ssl.SSLContext:
     good = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     good.load_cert_chain(str(state / "server.pem"))
     expired = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -163,7 +148,7 @@ async def start_quic(state: Path, address: str) -> Any:
 
 async def main(state: Path) -> None:
     loop = asyncio.get_running_loop()
-    behaviour = Behaviour(state / "behaviour.json")
+    behaviour = LiveJSON(state / "behaviour.json", {"slow": {}, "expired": []})
     context = tls_contexts(state, behaviour)
     servers: list[Any] = []
     await loop.create_datagram_endpoint(_DNSUDP, local_addr=(AUTH_DNS, 53))
