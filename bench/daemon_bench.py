@@ -39,23 +39,34 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # -- the server process ---------------------------------------------------------------------------
 
 
-def serve(directory: Path) -> None:
-    """A TLS HTTP server on 127.0.0.1 (run as a child process: its CPU is not the daemon's)."""
+def make_ca(directory: Path) -> None:
+    """The test CA (ca.pem, for the daemon) and the server's key and chain (server.pem)."""
     import trustme
-
-    sys.path.insert(0, str(ROOT))
-    from tests.loopback import Server, http_app
 
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    leaf = ca.issue_cert("good.test")
+    with (directory / "server.pem").open("wb") as f:
+        f.write(leaf.private_key_pem.bytes())
+        for blob in leaf.cert_chain_pems:
+            f.write(blob.bytes())
+
+
+def serve(directory: Path, port: int, index: int) -> None:
+    """One of several TLS HTTP server processes sharing 127.0.0.1:port (SO_REUSEPORT): the kernel
+    spreads connections over them, so the servers are not what the benchmark measures."""
     import ssl
 
+    sys.path.insert(0, str(ROOT))
+    from tests.loopback import http_app
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("good.test").configure_cert(context)
+    context.load_cert_chain(str(directory / "server.pem"))
 
     async def main() -> None:
-        async with Server(http_app, context) as server:
-            (directory / "port").write_text(str(server.port))
+        server = await asyncio.start_server(http_app, "127.0.0.1", port, ssl=context, reuse_port=True, backlog=4096)
+        async with server:
+            (directory / f"ready-{index}").write_text(str(port))
             await asyncio.sleep(10 * 86400)
 
     asyncio.run(main())
@@ -78,6 +89,34 @@ def scrape(port: int) -> tuple[float, str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return time.perf_counter() - t0, text
+
+
+def diagnose(text: str) -> tuple[list[float], dict[str, float], float, float]:
+    """(per-target last run durations, failures by label, in flight, queue depth): why runs are slow."""
+    durations: list[float] = []
+    failures: dict[str, float] = {}
+    in_flight = depth = 0.0
+    for line in text.splitlines():
+        if line.startswith("probe_measurement_duration_seconds{"):
+            durations.append(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("probe_check_failures_total{"):
+            label = line.split('failure="')[1].split('"')[0] + "/" + line.split('check="')[1].split('"')[0]
+            failures[label] = failures.get(label, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("probe_measurements_in_flight "):
+            in_flight = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("probe_scheduler_queue_depth "):
+            depth = float(line.rsplit(" ", 1)[1])
+    return durations, failures, in_flight, depth
+
+
+def buckets_of(family: str, text: str) -> dict[float, float]:
+    """A histogram's cumulative buckets (le -> count) from an exposition."""
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(family + "_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def parse(text: str) -> tuple[dict[float, float], float, float]:
@@ -144,10 +183,13 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between CPU/RSS samples")
-    parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also print per minute: run durations, in-flight runs, queue depth, new failures")
+    parser.add_argument("--servers", type=int, default=2, help="server processes sharing the port (SO_REUSEPORT)")
+    parser.add_argument("--serve", nargs=3, metavar=("DIR", "PORT", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(Path(args.serve))
+        serve(Path(args.serve[0]), int(args.serve[1]), int(args.serve[2]))
         return 0
     checks_per_run = 3
     count = round(args.checks_per_minute * args.interval / 60 / checks_per_run)
@@ -155,14 +197,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp:
         directory = Path(tmp)
         try:
-            server = subprocess.Popen([sys.executable, __file__, "--serve", tmp])
-            procs.append(server)
+            make_ca(directory)
+            port = _free_port()
+            servers = [subprocess.Popen([sys.executable, __file__, "--serve", tmp, str(port), str(i)])
+                       for i in range(args.servers)]
+            procs += servers
             deadline = time.monotonic() + 30
-            while not (directory / "port").exists():
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the loopback server did not start")
+            while not all((directory / f"ready-{i}").exists() for i in range(args.servers)):
+                if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+                    raise SystemExit("the loopback servers did not start")
                 time.sleep(0.1)
-            port = int((directory / "port").read_text())
             targets = targets_file(directory, port, count, args.interval, args.concurrency)
             metrics_port = _free_port()
             daemon = subprocess.Popen(
@@ -174,10 +218,11 @@ def main() -> int:
             _wait_metrics(metrics_port)
             print(f"{count} targets x {checks_per_run} checks every {args.interval:g}s "
                   f"= {count * checks_per_run * 60 / args.interval:.0f} checks/min planned; "
-                  f"concurrency {args.concurrency}; {args.minutes:g} min; 2 CPUs shared with the server process")
+                  f"concurrency {args.concurrency}; {args.minutes:g} min; {os.cpu_count()} CPUs shared with "
+                  f"{args.servers} server processes (SO_REUSEPORT)")
             print(f"{'min':>4} {'cpu%':>6} {'rss MB':>7} {'srv cpu%':>8} {'checks/min':>10} {'runs/min':>8} "
                   f"{'scrape p50 ms':>13} {'p99 ms':>7} {'max ms':>7} {'lag p50 s':>9} {'p95 s':>6} {'p99 s':>6}")
-            rows = _run(args, daemon.pid, server.pid, metrics_port)
+            rows = _run(args, daemon.pid, [s.pid for s in servers], metrics_port)
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(timeout=60)
             _summary(rows, code)
@@ -189,27 +234,34 @@ def main() -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, pid: int, server_pid: int, port: int) -> list[dict[str, float]]:
+def _run(args: argparse.Namespace, pid: int, server_pids: list[int], port: int) -> list[dict[str, float]]:
     start = time.monotonic()
     end = start + args.minutes * 60
     rows: list[dict[str, float]] = []
     minute_start = start
-    cpu0, scpu0 = cpu_seconds(pid), cpu_seconds(server_pid)
+    cpu0, scpu0 = cpu_seconds(pid), sum(cpu_seconds(p) for p in server_pids)
     _, text = scrape(port)
     buckets0, checks0, runs0 = parse(text)
     latencies: list[float] = []
     rss: list[float] = []
+    flights: list[float] = []
+    depths: list[float] = []
+    failures0 = diagnose(text)[1]
+    stall0, store0 = buckets_of("probe_event_loop_lag_seconds", text), buckets_of("probe_store_write_seconds", text)
     next_sample = start
     while True:
         latency, text = scrape(port)
         latencies.append(latency)
+        _, _, flight, depth = diagnose(text)
+        flights.append(flight)
+        depths.append(depth)
         if time.monotonic() >= next_sample:
             rss.append(rss_mb(pid))
             next_sample += args.sample
         now = time.monotonic()
         if now - minute_start >= 60 or (now >= end and now - minute_start > 5):
             buckets, checks, runs = parse(text)
-            cpu, scpu, elapsed = cpu_seconds(pid), cpu_seconds(server_pid), now - minute_start
+            cpu, scpu, elapsed = cpu_seconds(pid), sum(cpu_seconds(p) for p in server_pids), now - minute_start
             row = {
                 "minute": len(rows) + 1, "cpu": 100 * (cpu - cpu0) / elapsed, "rss": max(rss) if rss else 0.0,
                 "server_cpu": 100 * (scpu - scpu0) / elapsed,
@@ -225,12 +277,37 @@ def _run(args: argparse.Namespace, pid: int, server_pid: int, port: int) -> list
                   f"{row['checks']:>10.0f} {row['runs']:>8.0f} {row['scrape_p50']:>13.1f} {row['scrape_p99']:>7.1f} "
                   f"{row['scrape_max']:>7.1f} {row['lag_p50']:>9.3f} {row['lag_p95']:>6.3f} {row['lag_p99']:>6.3f}",
                   flush=True)
+            if args.diagnose:
+                durations, failures, _, _ = diagnose(text)
+                durations.sort()
+                new = {k: v - failures0.get(k, 0.0) for k, v in failures.items() if v > failures0.get(k, 0.0)}
+                print(f"     run duration p50 {_pick(durations, 0.5):.3f} s p99 {_pick(durations, 0.99):.3f} s "
+                      f"max {_pick(durations, 1.0):.3f} s; in flight mean {statistics.mean(flights):.1f} "
+                      f"max {max(flights):.0f}; queue mean {statistics.mean(depths):.1f} max {max(depths):.0f}; "
+                      f"new failures {new or 'none'}", flush=True)
+                stall, store = buckets_of("probe_event_loop_lag_seconds", text), buckets_of("probe_store_write_seconds",
+                                                                                           text)
+                print(f"     event-loop stall p99 {quantile(0.99, stall, stall0):.3f} s "
+                      f"(> 0.1 s: {_over(0.1, stall, stall0):.0f} ticks); store call p99 "
+                      f"{quantile(0.99, store, store0):.4f} s (> 0.1 s: {_over(0.1, store, store0):.0f})", flush=True)
+                failures0, stall0, store0 = failures, stall, store
             minute_start, cpu0, scpu0 = now, cpu, scpu
+            flights, depths = [], []
             buckets0, checks0, runs0, latencies, rss = buckets, checks, runs, [], []
         if now >= end:
             break
         time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
     return rows
+
+
+def _over(bound: float, now: dict[float, float], before: dict[float, float]) -> float:
+    """How many observations of a histogram delta exceeded ``bound`` (a bucket bound)."""
+    total = now.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    return total - (now.get(bound, 0.0) - before.get(bound, 0.0))
+
+
+def _pick(values: list[float], q: float) -> float:
+    return values[int(q * (len(values) - 1))] if values else 0.0
 
 
 def _summary(rows: list[dict[str, float]], code: int) -> None:

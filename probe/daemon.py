@@ -12,7 +12,11 @@ instead of bursting to catch up. Control targets run first, so that verdicts kno
 whether the probe's own network works.
 
 Results. Every run's records go to the store as soon as the run ends, and to the
-metrics state (:mod:`probe.metrics`). Each stage has its own timeout inside the
+metrics state (:mod:`probe.metrics`). Store calls run in one writer thread, never on
+the event loop: a batch commit fsyncs (``synchronous=FULL``), and an fsync that takes
+seconds on a busy disk would otherwise freeze every worker and fire their timers
+(false timeouts, then control checks, then a backlog). ``probe_event_loop_lag_seconds``
+shows any stall that remains. Each stage has its own timeout inside the
 checks; a run also has an overall budget derived from them, as a safety net.
 
 Signals. SIGHUP reloads the targets file: an invalid file keeps the running
@@ -40,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -61,6 +66,7 @@ log = logging.getLogger("probe.daemon")
 
 MAX_PROBE_REQUESTS = 4  # concurrent /probe requests; more get 503
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
+LOOP_TICK = 0.25  # seconds between event-loop stall samples
 
 
 class Outcome(Protocol):
@@ -203,6 +209,7 @@ class Daemon:
         self._in_flight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._probe_slots = threading.BoundedSemaphore(MAX_PROBE_REQUESTS)
+        self._writer: ThreadPoolExecutor | None = None
 
     # -- configuration -------------------------------------------------------------------
 
@@ -270,6 +277,8 @@ class Daemon:
         self._idle.set()
         self.state.set_reload(True)
         self._apply(self.config, self.monotonic())
+        if self.store is not None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-store")
         if install_signals:
             self.loop.add_signal_handler(signal.SIGHUP, self.reload)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -278,6 +287,7 @@ class Daemon:
                    for i in range(self.config.settings.concurrency)]
         dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
         flusher = asyncio.create_task(self._flush_loop(), name="flusher")
+        monitor = asyncio.create_task(self._loop_monitor(), name="loop-monitor")
         _log(logging.INFO, "daemon started", targets=len(self._jobs),
              concurrency=self.config.settings.concurrency)
         if ready is not None:
@@ -285,6 +295,7 @@ class Daemon:
         try:
             await self._stopping.wait()
         finally:
+            monitor.cancel()
             await self._shutdown(dispatcher, flusher, workers)
             if install_signals:
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -316,6 +327,9 @@ class Daemon:
         for w in workers:
             w.cancel()
         await asyncio.gather(dispatcher, flusher, *workers, return_exceptions=True)
+        if self._writer is not None:  # every write handed over so far lands before the close
+            await asyncio.to_thread(self._writer.shutdown, True)
+            self._writer = None
         if self.store is not None:
             try:
                 self.store.close()  # flushes
@@ -366,14 +380,44 @@ class Daemon:
             await asyncio.sleep(FLUSH_EVERY)
             self._flush()
 
+    async def _loop_monitor(self) -> None:
+        """Sample how late a timer fires: the time the loop was blocked."""
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(LOOP_TICK)
+            late = max(0.0, time.perf_counter() - start - LOOP_TICK)
+            self.state.update_health(lambda h, late=late: h.loop_lag.observe(late))  # type: ignore[misc]
+
     def _flush(self) -> None:
-        if self.store is None:
-            return
-        try:
-            self.store.flush()
-        except Exception:  # noqa: BLE001 - counted; the store keeps the batch for retry
-            self.state.update_health(_inc_store_errors)
-            log.exception("store flush failed", extra={"fields": {}})
+        if self.store is not None:
+            self._store_call("store flush failed", self.store.flush)
+
+    def _store_call(self, what: str, fn: Callable[..., None], *args: Any, records: int = 0) -> None:
+        """Run one store call in the writer thread (in order); failures are counted and logged there."""
+        def call() -> None:
+            start = time.perf_counter()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - counted and logged; measuring goes on, the store retries
+                self.state.update_health(_inc_store_errors)
+                log.exception(what, extra={"fields": {}})
+            else:
+                if records:
+                    self.state.update_health(lambda h: setattr(h, "records_written", h.records_written + records))
+            finally:
+                elapsed = time.perf_counter() - start
+
+                def done(h: Any) -> None:
+                    h.store_pending -= 1
+                    h.store_seconds.observe(elapsed)
+
+                self.state.update_health(done)
+
+        self.state.update_health(lambda h: setattr(h, "store_pending", h.store_pending + 1))
+        if self._writer is None:  # not running (tests calling _handle directly): write inline
+            call()
+        else:
+            self._writer.submit(call)
 
     def _network_ok(self) -> bool | None:
         values = list(self._controls.values())
@@ -428,12 +472,7 @@ class Daemon:
         if target.control:
             self._controls[target.name] = outcome.verdict.accessible
         if self.store is not None:
-            try:
-                self.store.append(records)
-                self.state.update_health(lambda h: setattr(h, "records_written", h.records_written + len(records)))
-            except Exception:  # noqa: BLE001 - counted and logged; measuring goes on
-                self.state.update_health(_inc_store_errors)
-                log.exception("store write failed", extra={"fields": {"target": target.name}})
+            self._store_call("store write failed", self.store.append, records, records=len(records))
         if target.name in self._jobs:  # not removed by a reload meanwhile
             self.state.observe(records)
         self._detect(records)
@@ -457,11 +496,7 @@ class Daemon:
                  "event started" if event.ongoing else "event ended",
                  target=event.target, type=event.type, check=event.check, confidence=event.confidence)
         if self.store is not None:
-            try:
-                self.store.save_events(changed)
-            except Exception:  # noqa: BLE001
-                self.state.update_health(_inc_store_errors)
-                log.exception("saving events failed", extra={"fields": {}})
+            self._store_call("saving events failed", self.store.save_events, changed)
         self.state.set_events(self._events.values())
         self._events = {k: e for k, e in self._events.items() if e.ongoing}
 

@@ -494,6 +494,8 @@ class RecordDetector:
     about it but "ok", which the detector's noise prior already assumes).
     """
 
+    history = 48  # verdicts kept per target: 4 h at 5-minute intervals, ~10 KB per target
+
     def __init__(self, params: DetectParams = DetectParams()) -> None:
         self.params = params
         self._series: dict[tuple[str, str], dict[str, Detector]] = {}
@@ -509,7 +511,7 @@ class RecordDetector:
             blocking = (record.get("test_keys") or {}).get("blocking")
             detectors = self._series.setdefault(key, {})
             kind = event_type(blocking)
-            history = self._history.setdefault(key, deque(maxlen=Detector.lookback))
+            history = self._history.setdefault(key, deque(maxlen=self.history))
             if kind is not None and kind not in detectors:
                 series = Series(key[0], key[1], str(record.get("service", "")), CHECK_OF_TYPE.get(kind, kind), kind)
                 detectors[kind] = Detector(series, self.params)

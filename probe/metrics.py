@@ -52,6 +52,8 @@ CIRCUMVENTION_STATUSES: Final[tuple[str, ...]] = ("answered", "silent", "blocked
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 #: Scheduler lag buckets (seconds): from "on time" to "a whole default interval late".
 LAG_BUCKETS: Final[tuple[float, ...]] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: Event-loop stall and store-write buckets (seconds): a stall of 0.1 s already delays every check's timer.
+STALL_BUCKETS: Final[tuple[float, ...]] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 def _bounded(value: object, fallback: str = "other") -> str:
@@ -121,6 +123,9 @@ class Health:
     skipped: int = 0
     measurements: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0, "timeout": 0})
     lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
+    loop_lag: Histogram = field(default_factory=lambda: Histogram(STALL_BUCKETS))
+    store_seconds: Histogram = field(default_factory=lambda: Histogram(STALL_BUCKETS))
+    store_pending: int = 0
     reload_ok: bool = True
     reload_success_time: float = field(default_factory=time.time)
     start_time: float = field(default_factory=time.time)
@@ -381,13 +386,18 @@ class ProbeCollector(Collector):
         yield from _global_families(health, daemon=self.daemon)
 
 
+def _copy_histogram(h: Histogram) -> Histogram:
+    copy = Histogram(h.bounds)
+    copy.counts, copy.total = list(h.counts), h.total
+    return copy
+
+
 def _copy_health(h: Health) -> Health:
-    lag = Histogram(h.lag.bounds)
-    lag.counts, lag.total = list(h.lag.counts), h.lag.total
     return Health(
         in_flight=h.in_flight, queue_depth=h.queue_depth, targets=h.targets,
         store_write_errors=h.store_write_errors, records_written=h.records_written, skipped=h.skipped,
-        measurements=dict(h.measurements), lag=lag, reload_ok=h.reload_ok,
+        measurements=dict(h.measurements), lag=_copy_histogram(h.lag), loop_lag=_copy_histogram(h.loop_lag),
+        store_seconds=_copy_histogram(h.store_seconds), store_pending=h.store_pending, reload_ok=h.reload_ok,
         reload_success_time=h.reload_success_time, start_time=h.start_time,
     )
 
@@ -413,6 +423,16 @@ def _global_families(h: Health, *, daemon: bool) -> Iterator[Metric]:
                                 "How late target runs started relative to their planned time.")
     lag.add_metric([], h.lag.buckets(), h.lag.total)
     yield lag
+    loop_lag = HistogramMetricFamily("probe_event_loop_lag_seconds",
+                                     "How late the event loop woke a 0.25 s timer (time it was blocked).")
+    loop_lag.add_metric([], h.loop_lag.buckets(), h.loop_lag.total)
+    yield loop_lag
+    store = HistogramMetricFamily("probe_store_write_seconds",
+                                  "Time of each store call (append, flush, events) in the store writer thread.")
+    store.add_metric([], h.store_seconds.buckets(), h.store_seconds.total)
+    yield store
+    yield GaugeMetricFamily("probe_store_pending_writes", "Store calls handed to the writer thread, not done yet.",
+                            value=h.store_pending)
     yield CounterMetricFamily("probe_scheduler_skipped", "Planned runs skipped because the previous one was "
                               "still running.", value=h.skipped)
     yield CounterMetricFamily("probe_store_write_errors", "Store writes that failed (records kept for retry).",

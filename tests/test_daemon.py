@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +29,7 @@ import pytest
 from probe import daemon as daemon_mod
 from probe.config import Target, load, load_text
 from probe.context import Context
-from probe.metrics import EventKey
+from probe.metrics import EventKey, render
 from probe.pipeline import TargetOutcome
 from probe.records import CheckResult, Event, ProbeMeta, Verdict
 from probe.store import Store
@@ -323,6 +324,37 @@ async def test_real_store_receives_records(tmp_path: Path) -> None:
     await run_for(d, 0.3)
     with Store(tmp_path / "s.sqlite") as again:
         assert again.count() == 2  # one check + one verdict, flushed at shutdown
+
+
+class SlowStore(ListStore):
+    """A store whose every call blocks like a slow fsync, noting the thread it ran on."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay, self.threads = delay, set[str]()
+
+    def append(self, records: Any) -> None:
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        super().append(records)
+
+
+async def test_store_writes_run_off_the_event_loop() -> None:
+    # 3 targets every second, each append blocking 0.3 s like a slow fsync: written inline, the loop
+    # would stall 0.9 s per round; in the writer thread it stays responsive and every record lands.
+    store = SlowStore(0.3)
+    d = make_daemon(targets_yaml(["a", "b", "c"], interval=1.0), store=store)
+    assert await run_for(d, 2.5) == 0
+    assert store.threads and all(name.startswith("probe-store") for name in store.threads)
+    h = d.state.health
+    assert store.closed and len(store.records) == h.records_written == 18  # 3 runs x 3 targets x 2 records
+    assert h.store_pending == 0 and sum(h.store_seconds.counts) >= 9
+    assert sum(h.loop_lag.counts) >= 5
+    stalls_over_250ms = sum(h.loop_lag.counts[h.loop_lag.bounds.index(0.25) + 1:])
+    assert stalls_over_250ms == 0, h.loop_lag.counts
+    body = render(d.state).decode()
+    assert "probe_event_loop_lag_seconds_count" in body and "probe_store_write_seconds_count" in body
+    assert "probe_store_pending_writes 0.0" in body
 
 
 # -- Real process, real signals ---------------------------------------------------------------
