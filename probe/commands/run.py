@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from probe import config as config_mod
+from probe.commands._cells import accessible_cell, blocking_cell
 from probe.context import Context
 from probe.pipeline import TargetOutcome
 from probe.records import ProbeMeta
@@ -96,18 +97,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _blocking(value: object) -> str:
-    if value is False:
-        return "[green]no[/]"
-    if value is None:
-        return "[yellow]inconclusive[/]"
-    return f"[bold red]{value}[/]"
-
-
-def _accessible(value: bool | None) -> str:
-    return {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}[value]
-
-
 def verdict_table(outcomes: list[TargetOutcome]) -> Table:
     table = Table(title="Verdicts", show_lines=False)
     for column in ("target", "service", "accessible", "blocking", "failure", "why"):
@@ -115,5 +104,6 @@ def verdict_table(outcomes: list[TargetOutcome]) -> Table:
     for o in outcomes:
         v = o.verdict
         name = f"{v.target} (control)" if o.target.control else v.target
-        table.add_row(name, v.service, _accessible(v.accessible), _blocking(v.blocking), v.failure or "", v.reason)
+        table.add_row(name, v.service, accessible_cell(v.accessible), blocking_cell(v.blocking), v.failure or "",
+                      v.reason)
     return table

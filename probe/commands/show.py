@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import config as config_mod
+from probe.commands._cells import accessible_cell, blocking_cell
 from probe.records import parse_time
 from probe.store import Store, StoreError
 
@@ -86,22 +87,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _accessible(value: Any) -> str:
-    if value is True:
-        return "[green]yes[/green]"
-    if value is False:
-        return "[red]no[/red]"
-    return "[yellow]?[/yellow]"
-
-
-def _blocking(value: Any) -> str:
-    if value is False:
-        return "[green]none[/green]"
-    if value is None:
-        return "[yellow]inconclusive[/yellow]"
-    return f"[red]{value}[/red]"
-
-
 def verdict_table(verdicts: list[dict[str, Any]]) -> Any:
     """A rich table of verdict records: time, target, service, accessible, blocking, failure, reason."""
     from rich.markup import escape
@@ -125,8 +110,8 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> Any:
             when,
             escape(str(record.get("target", ""))),
             escape(str(record.get("service", ""))),
-            _accessible(keys.get("accessible")),
-            _blocking(keys.get("blocking")),
+            accessible_cell(keys.get("accessible")),
+            blocking_cell(keys.get("blocking")),
             escape(str(record.get("failure") or "")),
             escape(str(keys.get("reason") or "")),
         )
