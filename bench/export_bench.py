@@ -92,13 +92,13 @@ def _templates(meta: ProbeMeta, targets: int) -> list[list[dict[str, Any]]]:
     for i in range(targets):
         service = SERVICES[i % len(SERVICES)]
         host = f"e{i}.{service}.example.net"
-        addr = f"149.154.{i % 250}.{(i * 7) % 250}"
+        addr = f"198.18.{i % 250}.{(i * 7) % 250}"
         name = f"{service}-{i}"
         common: dict[str, Any] = {"target": name, "start_time": 0.0, "runtime": 0.05}
         checks: list[CheckResult[Any]] = [
             CheckResult("dns", input=host, ok=True, failure=None, failed_operation=None,
                         details=DNSDetails(host, "A", "system", "192.0.2.53", "NOERROR",
-                                           (addr, f"149.154.{i % 250}.1"), (300, 300)),
+                                           (addr, f"198.18.{i % 250}.1"), (300, 300)),
                         timings={"resolve": 0.012}, **common),
             CheckResult("dns", input=host, ok=True, failure=None, failed_operation=None,
                         details=DNSDetails(host, "A", "https://dns.example/dns-query",

@@ -431,9 +431,18 @@ def _target(node: yaml.Node, where: str, ctx: _Ctx) -> Target:
     return Target(**values, line=node.start_mark.line + 1)
 
 
-def load_text(text: str, path: str = "<string>") -> Config:
-    """Parse and validate a targets document."""
-    ctx = _Ctx(path)
+def read_text(path: str | Path) -> str:
+    """A YAML file's text, or a ConfigError naming the file (shared by every YAML loader here)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), None, "", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "", "is not UTF-8 text") from None
+
+
+def compose(text: str, path: str) -> yaml.Node:
+    """The document's node tree (kept for line numbers), or a ConfigError naming the line."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -441,6 +450,13 @@ def load_text(text: str, path: str = "<string>") -> Config:
         raise ConfigError(path, line, "", f"invalid YAML: {exc.problem}") from None
     if root is None:
         raise ConfigError(path, None, "", "the file is empty")
+    return root
+
+
+def load_text(text: str, path: str = "<string>") -> Config:
+    """Parse and validate a targets document."""
+    ctx = _Ctx(path)
+    root = compose(text, path)
     top, nodes = _fields(root, "", ctx, {"settings": lambda n, w, c: n, "targets": lambda n, w, c: n})
     settings = Settings()
     if "settings" in top:
@@ -474,10 +490,4 @@ def load_text(text: str, path: str = "<string>") -> Config:
 def load(path: str | Path | None = None) -> Config:
     """Load a targets file (default: the repository's ``targets.yaml``)."""
     file = Path(path) if path is not None else DEFAULT_TARGETS
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(file), None, "", f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(file), None, "", "is not UTF-8 text") from None
-    return load_text(text, str(file))
+    return load_text(read_text(file), str(file))

@@ -91,12 +91,12 @@ def answer(src: str, addresses: tuple[str, ...], ttl: int = 64) -> Answer:
 
 
 def test_dns_judgement() -> None:
-    assert judge("198.18.0.1", False, [answer("198.18.0.1", ("1.2.3.4",))]) == (False, ())
+    assert judge("198.18.0.1", False, [answer("198.18.0.1", ("198.18.40.40",))]) == (False, ())
     assert judge("198.18.10.11", True, [answer("198.18.10.11", ("198.18.40.40",))])[0]
     injected, reasons = judge("198.18.0.1", False, [answer("198.18.0.1", ("198.18.40.40",), 62),
                                                     answer("198.18.0.1", ("198.18.10.11",))])
     assert injected and any("conflicting" in r for r in reasons) and any("TTL" in r for r in reasons)
-    assert judge("198.18.0.1", False, [answer("198.18.9.9", ("1.2.3.4",))])[0]
+    assert judge("198.18.0.1", False, [answer("198.18.9.9", ("198.18.40.40",))])[0]
     q = Query("198.18.10.11", True, (answer("198.18.10.11", ("198.18.40.40",)),), True, ("x",))
     assert forged([q]) == ("198.18.40.40",)
 

@@ -49,13 +49,13 @@ def make_records(n_runs: int = 3, t0: float = T0, step: float = 300.0) -> list[d
                          probe_network_name="Net" if run % 2 else None)
         start = t0 + run * step
         checks = [
-            CheckResult("tcp", "tg-dc1", "149.154.175.50:443", run % 3 != 1,
+            CheckResult("tcp", "tg-dc1", "198.18.175.50:443", run % 3 != 1,
                         None if run % 3 != 1 else "connection_reset",
                         None if run % 3 != 1 else "connect", start, 0.0123,
-                        Details("149.154.175.50", 443, None, None, {}),
+                        Details("198.18.175.50", 443, None, None, {}),
                         timings={"connect": 0.0123}),
-            CheckResult("tls", "tg-dc1", "149.154.175.50:443", True, None, None, start + 0.5,
-                        0.25, Details("149.154.175.50", 443, "web.telegram.org",
+            CheckResult("tls", "tg-dc1", "198.18.175.50:443", True, None, None, start + 0.5,
+                        0.25, Details("198.18.175.50", 443, "web.telegram.org",
                                       Cert("CN=ü *.telegram.org", ("a", "b")), {"x": "y"}),
                         role="control", timings={"connect": 0.01, "tls_handshake": 0.2}),
         ]

@@ -43,6 +43,8 @@ from probe.config import (
     _scalar,
     _show,
     _str,
+    compose,
+    read_text,
 )
 
 #: The values a verdict's ``blocking`` can take (probe/verdict.py); None is "inconclusive".
@@ -395,13 +397,7 @@ def load_text(
     known_techniques: Mapping[str, Callable[..., Any] | None] = (
         techniques if isinstance(techniques, Mapping) else dict.fromkeys(techniques)
     )
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError(path, line, "", f"invalid YAML: {exc.problem}") from None
-    if root is None:
-        raise ConfigError(path, None, "", "the file is empty")
+    root = compose(text, path)
     values, nodes = _fields(root, "", ctx, SCENARIO)
     for required in ("scenario", "title", "targets", "phases"):
         if required not in values:
@@ -451,14 +447,7 @@ def load(
     techniques: Mapping[str, Callable[..., Any] | None] | Iterable[str] | None = None,
 ) -> Scenario:
     """Load a scenario file (errors: :class:`probe.config.ConfigError`, naming file, line and key)."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(file), None, "", f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(file), None, "", "is not UTF-8 text") from None
-    return load_text(text, str(file), hosts=hosts, techniques=techniques)
+    return load_text(read_text(path), str(path), hosts=hosts, techniques=techniques)
 
 
 # -- The replay ----------------------------------------------------------------------
