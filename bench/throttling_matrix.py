@@ -68,6 +68,7 @@ def main() -> int:
     wanted = {n for n in args.only.split(",") if n}
     cases = [c for c in CASES if not wanted or c.name in wanted]
     rows: list[tuple[Case, dict[str, Any]]] = []
+    started = time.monotonic()
     with Lab(args.prefix) as lab:
         for case in cases:
             handle = lab.apply(case.technique, **case.params)
@@ -83,8 +84,12 @@ def main() -> int:
                               f"s={d['seconds_used']}", flush=True)
             finally:
                 lab.remove(handle)
+            mine = [d["decision"]["blocking"] for c, d in rows if c is case]
+            print(f"# {case.name}: throttling {mine.count('throttling')}, not {mine.count(False)}, "
+                  f"inconclusive {mine.count(None)}  ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
             time.sleep(0.5)
     report(rows)
+    print(f"\nelapsed {time.monotonic() - started:.0f} s")
     return 0
 
 
@@ -114,13 +119,19 @@ def report(rows: list[tuple[Case, dict[str, Any]]]) -> None:
             dirs = sorted({str(d["direction"]) for d in mine})
             if errors:
                 worst = max(errors, key=abs)
+                within = sum(1 for e in errors if abs(e) <= 0.15)
                 line += f"  direction {','.join(dirs)}  error median {statistics.median(errors):+.1%} " \
-                        f"worst {worst:+.1%}"
+                        f"worst {worst:+.1%}  within 15% {within}/{len(errors)}"
         print(line)
-    used = [d["decision"]["bytes_used"] / 1024 for _, d in rows]
-    secs = [d["decision"]["seconds_used"] for _, d in rows]
-    print(f"\nper decision: KiB median {statistics.median(used):.0f} max {max(used):.0f}; "
-          f"seconds median {statistics.median(secs):.2f} max {max(secs):.2f}  ({len(rows)} decisions)")
+    print("\nper decision (goal: median <= 256 KiB and <= 5 s)")
+    for label, truth in (("all", None), ("throttled", True), ("not throttled", False)):
+        mine = [d["decision"] for c, d in rows if truth is None or c.throttled is truth]
+        if not mine:
+            continue
+        used = [d["bytes_used"] / 1024 for d in mine]
+        secs = [d["seconds_used"] for d in mine]
+        print(f"  {label:14} KiB median {statistics.median(used):4.0f} max {max(used):4.0f}; "
+              f"seconds median {statistics.median(secs):5.2f} max {max(secs):5.2f}  ({len(mine)} decisions)")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ class Settings:
     user_agent: str = "probe/0.1 (+https://github.com/; network measurement)"
     interval: float = 300.0
     jitter: float = 0.1
+    retests: int = 4
+    retest_spacing: float = 15.0
     listen: str = "127.0.0.1:9810"
     ipv6: bool = False
     throughput_max_bytes: int = 512 * 1024
@@ -372,6 +374,8 @@ SETTINGS: Mapping[str, Parser] = {
     "user_agent": _str,
     "interval": _number(1, 86400),
     "jitter": _number(0, 1),
+    "retests": _number(0, 20, integer=True),
+    "retest_spacing": _number(0.1, 3600),
     "listen": _listen,
     "ipv6": _bool,
     "throughput_max_bytes": _number(16 * 1024, 1 << 30, integer=True),
@@ -396,6 +400,17 @@ TARGET: Mapping[str, Parser] = {
     "throughput_url": _opt_url,
     "options": _mapping,
 }
+
+
+def _check_retests(settings: Settings, keys: Mapping[str, yaml.Node], ctx: _Ctx) -> None:
+    """Re-tests set explicitly must fit in the interval. (With the defaults, a short interval just
+    gets the re-tests that fit before its next run: the daemon drops the others.)"""
+    name = next((k for k in ("retest_spacing", "retests") if k in keys), None)
+    span = settings.retests * settings.retest_spacing
+    if name is not None and span >= settings.interval:
+        raise ctx.fail(keys[name], f"settings.{name}",
+                       f"{settings.retests} re-tests {settings.retest_spacing:g} s apart ({span:g} s) do not "
+                       f"fit in the {settings.interval:g} s interval")
 
 
 def _target(node: yaml.Node, where: str, ctx: _Ctx) -> Target:
@@ -460,8 +475,9 @@ def load_text(text: str, path: str = "<string>") -> Config:
     top, nodes = _fields(root, "", ctx, {"settings": lambda n, w, c: n, "targets": lambda n, w, c: n})
     settings = Settings()
     if "settings" in top:
-        values, _ = _fields(top["settings"], "settings", ctx, SETTINGS)
+        values, keys = _fields(top["settings"], "settings", ctx, SETTINGS)
         settings = replace(settings, **values)
+        _check_retests(settings, keys, ctx)
     if "targets" not in top:
         raise ConfigError(path, root.start_mark.line + 1, "targets", "missing 'targets' list")
     targets_node = top["targets"]

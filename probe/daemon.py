@@ -11,6 +11,14 @@ next slot skips that slot (counted); a daemon that stalled skips missed slots
 instead of bursting to catch up. Control targets run first, so that verdicts know
 whether the probe's own network works.
 
+Re-tests (:mod:`probe.retest`). When a regular run's outcome changes (good to bad or back),
+the target is measured again ``settings.retests`` times, ``settings.retest_spacing`` seconds
+apart, with its reachability checks only, so that the event detector gets the few measurements
+it needs within the interval instead of over the next ones. A burst runs in its own task on a
+few slots of its own (never a worker a regular run waits for); a re-test starts only if its
+whole budget fits before the target's next regular run, and that run cancels what is left.
+Re-tests never trigger re-tests. Their records are marked (``test_keys.retest_of``, ``retest``).
+
 Results. Every run's records go to the store as soon as the run ends, and to the
 metrics state (:mod:`probe.metrics`). Store calls run in one writer thread, never on
 the event loop: a batch commit fsyncs (``synchronous=FULL``), and an fsync that takes
@@ -59,7 +67,8 @@ from probe import failures
 from probe.config import Config, ConfigError, Target
 from probe.context import Context
 from probe.metrics import MetricsState, registry_for, render
-from probe.records import Event, Verdict
+from probe.records import Event, Verdict, mark_retest
+from probe.retest import Tracker, outcome_of, retest_target
 from probe.verdict import Controls
 
 log = logging.getLogger("probe.daemon")
@@ -178,6 +187,13 @@ class _Job:
     phase: float  # monotonic time of slot 0
     gen: int
     slot: int = 0
+    next_at: float = 0.0  # when its next regular run is planned
+
+
+@dataclass(frozen=True)
+class _Retest:
+    of: str  # id of the verdict that changed
+    k: int  # 1..settings.retests
 
 
 @dataclass
@@ -201,6 +217,9 @@ class Daemon:
         self._jobs: dict[str, _Job] = {}
         self._running: set[str] = set()  # names measuring or queued: never twice at once
         self._controls: dict[str, bool | None] = {}
+        self._outcomes = Tracker()  # what each target's last decisive run found (re-test on a change)
+        self._retests: dict[str, asyncio.Task[None]] = {}  # target -> its burst of re-tests
+        self._retest_slots: asyncio.Semaphore | None = None
         self._events: dict[str, Event] = {}
         self._queue: asyncio.Queue[tuple[float, _Job]] | None = None
         self._wake: asyncio.Event | None = None
@@ -227,6 +246,7 @@ class Daemon:
 
     def _push(self, when: float, job: _Job) -> None:
         self._seq += 1
+        job.next_at = when
         heapq.heappush(self._heap, (when, self._seq, job.target.name, job.gen))
 
     def _apply(self, new: Config, now: float) -> None:
@@ -241,6 +261,7 @@ class Daemon:
         for name in [n for n in self._jobs if n not in names]:
             del self._jobs[name]
         self._controls = {n: v for n, v in self._controls.items() if n in names}
+        self._outcomes.retain(names)
         self.state.set_targets((t.name, t.service, self._interval(t)) for t in new.targets)
 
     def reload(self) -> bool:
@@ -275,6 +296,7 @@ class Daemon:
         self._queue = asyncio.Queue()
         self._wake, self._stopping, self._idle = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._idle.set()
+        self._retest_slots = asyncio.Semaphore(max(1, self.config.settings.concurrency // 4))
         self.state.set_reload(True)
         self._apply(self.config, self.monotonic())
         if self.store is not None:
@@ -324,9 +346,10 @@ class Daemon:
             except TimeoutError:
                 finished = False
         cancelled = self._in_flight
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(dispatcher, flusher, *workers, return_exceptions=True)
+        bursts = list(self._retests.values())
+        for task in (*workers, *bursts):
+            task.cancel()
+        await asyncio.gather(dispatcher, flusher, *workers, *bursts, return_exceptions=True)
         if self._writer is not None:  # every write handed over so far lands before the close
             await asyncio.to_thread(self._writer.shutdown, True)
             self._writer = None
@@ -351,6 +374,7 @@ class Daemon:
                 if name in self._running:
                     self.state.update_health(_inc_skipped)
                     continue
+                self._cancel_retests(name)  # its regular run is due: re-tests never delay or overlap it
                 self._running.add(name)
                 self._queue.put_nowait((planned, job))
             self._set_depth()
@@ -435,7 +459,7 @@ class Daemon:
             finally:
                 self._running.discard(job.target.name)
 
-    async def _run_one(self, target: Target) -> None:
+    async def _run_one(self, target: Target, retest: _Retest | None = None) -> None:
         assert self._idle is not None
         self._in_flight += 1
         self._idle.clear()
@@ -445,7 +469,7 @@ class Daemon:
             controls = Controls(network_ok=None if target.control else self._network_ok())
             async with asyncio.timeout(run_budget(target, self.ctx.settings)):
                 outcome = await self.measure(target, self.ctx, controls)
-            self._handle(outcome)
+            self._handle(outcome, retest)
         except TimeoutError:
             result = "timeout"
             _log(logging.WARNING, "run exceeded its budget", target=target.name)
@@ -466,9 +490,11 @@ class Daemon:
 
             self.state.update_health(done)
 
-    def _handle(self, outcome: Outcome) -> None:
+    def _handle(self, outcome: Outcome, retest: _Retest | None = None) -> None:
         target = outcome.target
         records = outcome.records(self.ctx.meta)
+        if retest is not None:
+            records = mark_retest(records, retest.of, retest.k)
         if target.control:
             self._controls[target.name] = outcome.verdict.accessible
         if self.store is not None:
@@ -478,7 +504,59 @@ class Daemon:
         self._detect(records)
         v = outcome.verdict
         _log(logging.INFO, "measured", target=target.name, service=target.service, accessible=v.accessible,
-             blocking=v.blocking, rule=v.rule, failure=failures.metric_label(v.failure), checks=len(records) - 1)
+             blocking=v.blocking, rule=v.rule, failure=failures.metric_label(v.failure), checks=len(records) - 1,
+             **({"retest": retest.k} if retest is not None else {}))
+        if self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None):
+            self._start_retests(target, v.id)
+
+    # -- re-tests on a verdict change (probe.retest) ------------------------------------------
+
+    def _start_retests(self, target: Target, of: str) -> None:
+        """A regular run's outcome changed: measure the target again, a few times, before its next run."""
+        job = self._jobs.get(target.name)
+        retarget = retest_target(target)
+        settings = self.config.settings
+        if job is None or retarget is None or settings.retests == 0 or self._stopping is None \
+                or self._stopping.is_set():
+            return
+        self._cancel_retests(target.name)
+        _log(logging.INFO, "verdict changed, re-testing", target=target.name, retests=settings.retests)
+        task = asyncio.create_task(self._retest_burst(job, retarget, of, settings.retests, settings.retest_spacing),
+                                   name=f"retest-{target.name}")
+        self._retests[target.name] = task
+
+        def forget(done: asyncio.Task[None], name: str = target.name) -> None:
+            if self._retests.get(name) is done:
+                del self._retests[name]
+
+        task.add_done_callback(forget)
+
+    def _cancel_retests(self, name: str) -> None:
+        task = self._retests.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def _retest_burst(self, job: _Job, target: Target, of: str, count: int, spacing: float) -> None:
+        """Re-test k starts ``spacing`` after the previous run ended, on one of a few re-test slots (never
+        a worker a regular run waits for), and only if its whole budget fits before the target's next
+        regular run; the rest of the burst is dropped otherwise."""
+        assert self._stopping is not None
+        assert self._retest_slots is not None
+        done = 0
+        try:
+            for k in range(1, count + 1):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(spacing):
+                        await self._stopping.wait()
+                async with self._retest_slots:
+                    fits = self.monotonic() + run_budget(target, self.ctx.settings) <= job.next_at
+                    if self._stopping.is_set() or self._jobs.get(job.target.name) is not job or not fits:
+                        return
+                    await self._run_one(target, _Retest(of, k))
+                done = k
+                self.state.update_health(lambda h: _inc_retests(h, "run", 1))
+        finally:
+            self.state.update_health(lambda h: _inc_retests(h, "dropped", count - done))
 
     def _detect(self, records: Sequence[Mapping[str, Any]]) -> None:
         if self.detect is None:
@@ -535,6 +613,10 @@ def _inc_skipped(h: Any) -> None:
 
 def _inc_store_errors(h: Any) -> None:
     h.store_write_errors += 1
+
+
+def _inc_retests(h: Any, result: str, n: int) -> None:
+    h.retests[result] = h.retests.get(result, 0) + n
 
 
 class _ProbeSummary(Collector):

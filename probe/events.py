@@ -21,6 +21,10 @@ gives their measured accuracy):
 :class:`Detector` is the incremental form of :func:`detect`, for the daemon:
 feed points in time order and read the current events (the last may be ongoing).
 ``detect`` is that class fed the sorted series, so the two cannot disagree.
+
+Re-tests (:mod:`probe.retest`: quick re-measurements after a change) are points like any
+other, at their own times; nothing here assumes regular spacing. A re-test runs no throughput
+check, so it is inconclusive for the throttling series (:func:`point_status`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from probe.records import Event, parse_time
+from probe.records import Event, parse_time, retest_of
+from probe.retest import SKIPPED_CHECKS
 
 Status = Literal["blocked", "ok", "inconclusive"]
 
@@ -150,29 +155,47 @@ def status_for(series_type: str, blocking: object) -> Status:
     return "inconclusive"
 
 
+def point_status(series_type: str, blocking: object, retest: bool = False) -> Status:
+    """What one verdict says about one blocking type, :func:`status_for`, except that a re-test
+    says nothing about the types of the families it does not run (throttling)."""
+    if retest and CHECK_OF_TYPE.get(series_type, series_type) in SKIPPED_CHECKS:
+        return "inconclusive"
+    return status_for(series_type, blocking)
+
+
+#: One verdict as the series need it: (time, id, blocking, is a re-test).
+_Row = tuple[float, str, object, bool]
+
+
+def _row(record: Mapping[str, Any]) -> _Row:
+    blocking = (record.get("test_keys") or {}).get("blocking")
+    return parse_time(record["measurement_start_time"]), str(record["id"]), blocking, retest_of(record) is not None
+
+
 def series_from_records(records: Iterable[Mapping[str, Any]]) -> list[Series]:
     """One series per (probe, target, blocking type) ever seen blocked, from verdict records.
 
-    Other records are skipped; points are sorted by time and de-duplicated by id.
+    Other records are skipped; points are sorted by time and de-duplicated by id. Re-tests are
+    points like any other, at their own times.
     """
-    verdicts: dict[tuple[str, str], dict[str, tuple[float, object]]] = {}
+    verdicts: dict[tuple[str, str], dict[str, _Row]] = {}
     services: dict[tuple[str, str], str] = {}
     types: dict[tuple[str, str], set[str]] = {}
     for record in records:
         if record.get("record_type") != "verdict":
             continue
         key = (str(record.get("probe_id", "")), str(record["target"]))
-        blocking = (record.get("test_keys") or {}).get("blocking")
-        verdicts.setdefault(key, {})[str(record["id"])] = (parse_time(record["measurement_start_time"]), blocking)
+        row = _row(record)
+        verdicts.setdefault(key, {})[row[1]] = row
         services[key] = str(record.get("service", ""))
-        kind = event_type(blocking)
+        kind = event_type(row[2])
         if kind is not None:
             types.setdefault(key, set()).add(kind)
     out: list[Series] = []
     for key in sorted(types):
-        rows = sorted((t, mid, b) for mid, (t, b) in verdicts[key].items())
+        rows = sorted(verdicts[key].values(), key=lambda r: (r[0], r[1]))
         for kind in sorted(types[key]):
-            points = tuple(Point(t, mid, status_for(kind, b)) for t, mid, b in rows)
+            points = tuple(Point(t, mid, point_status(kind, b, rt)) for t, mid, b, rt in rows)
             out.append(Series(key[0], key[1], services[key], CHECK_OF_TYPE.get(kind, kind), kind, points))
     return out
 
@@ -501,26 +524,26 @@ class RecordDetector:
         self._series: dict[tuple[str, str], dict[str, Detector]] = {}
         # The recent verdicts of each target, replayed into a series when it starts, so that
         # its first event is bounded by the last good measurement. Bounded like Detector's memory.
-        self._history: dict[tuple[str, str], deque[tuple[float, str, object]]] = {}
+        self._history: dict[tuple[str, str], deque[_Row]] = {}
 
     def feed(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
         touched: dict[str, Event] = {}
         for record in sorted((r for r in records if r.get("record_type") == "verdict"),
                              key=lambda r: str(r["measurement_start_time"])):
             key = (str(record.get("probe_id", "")), str(record["target"]))
-            blocking = (record.get("test_keys") or {}).get("blocking")
+            row = _row(record)
+            when, mid, blocking, retest = row
             detectors = self._series.setdefault(key, {})
             kind = event_type(blocking)
             history = self._history.setdefault(key, deque(maxlen=self.history))
             if kind is not None and kind not in detectors:
                 series = Series(key[0], key[1], str(record.get("service", "")), CHECK_OF_TYPE.get(kind, kind), kind)
                 detectors[kind] = Detector(series, self.params)
-                detectors[kind].feed_many(Point(t, mid, status_for(kind, b)) for t, mid, b in history)
-            when = parse_time(record["measurement_start_time"])
-            history.append((when, str(record["id"]), blocking))
+                detectors[kind].feed_many(Point(t, i, point_status(kind, b, rt)) for t, i, b, rt in history)
+            history.append(row)
             for series_type, detector in detectors.items():
                 before = {e.id: e for e in detector.events()}
-                for event in detector.feed(Point(when, str(record["id"]), status_for(series_type, blocking))):
+                for event in detector.feed(Point(when, mid, point_status(series_type, blocking, retest))):
                     if before.get(event.id) != event:
                         touched[event.id] = event
         return list(touched.values())

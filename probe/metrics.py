@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString as _go_float
 
 from probe import __version__, failures
-from probe.records import SCHEMA_VERSION, Event, parse_time
+from probe.records import SCHEMA_VERSION, Event, parse_time, retest_of
 
 #: Blocking types always exported (0 or 1) so that ``probe_blocking == 1`` alerts see a
 #: series change value instead of appearing from nothing. See docs/verdicts.md.
@@ -122,6 +122,7 @@ class Health:
     records_written: int = 0
     skipped: int = 0
     measurements: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0, "timeout": 0})
+    retests: dict[str, int] = field(default_factory=lambda: {"run": 0, "dropped": 0})
     lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
     loop_lag: Histogram = field(default_factory=lambda: Histogram(STALL_BUCKETS))
     store_seconds: Histogram = field(default_factory=lambda: Histogram(STALL_BUCKETS))
@@ -165,10 +166,12 @@ class MetricsState:
         cert_expiries: list[float] = []
         starts: list[float] = []
         ends: list[float] = []
+        retest = False
         for r in records:
             keys: Mapping[str, Any] = r.get("test_keys") or {}
             if r.get("record_type") == "verdict":
                 self._observe_verdict(snap, keys)
+                retest = retest_of(r) is not None
                 continue
             check = _bounded(r.get("test_name", "unknown"))
             role = "control" if r.get("role") == "control" else "target"
@@ -207,6 +210,8 @@ class MetricsState:
             snap.cert_expiry = old.cert_expiry  # keep the last known expiry across TLS-less runs
         if starts:
             snap.runtime = max(ends) - min(starts)
+        if retest and old is not None:
+            _keep_unmeasured(snap, old)
         self.targets[name] = snap
         self.rendered[name] = _target_lines(name, snap)
 
@@ -257,6 +262,13 @@ class MetricsState:
             self.health.reload_ok = ok
             if ok:
                 self.health.reload_success_time = self.clock()
+
+
+def _keep_unmeasured(snap: TargetSnapshot, old: TargetSnapshot) -> None:
+    """A re-test skips the throughput family: keep the last regular run's rates and throttling verdict."""
+    snap.throughput = old.throughput
+    if old.blocking == "throttling" and snap.blocking is None and snap.accessible:
+        snap.blocking = "throttling"
 
 
 def _start(record: Mapping[str, Any]) -> float | None:
@@ -396,7 +408,8 @@ def _copy_health(h: Health) -> Health:
     return Health(
         in_flight=h.in_flight, queue_depth=h.queue_depth, targets=h.targets,
         store_write_errors=h.store_write_errors, records_written=h.records_written, skipped=h.skipped,
-        measurements=dict(h.measurements), lag=_copy_histogram(h.lag), loop_lag=_copy_histogram(h.loop_lag),
+        measurements=dict(h.measurements), retests=dict(h.retests), lag=_copy_histogram(h.lag),
+        loop_lag=_copy_histogram(h.loop_lag),
         store_seconds=_copy_histogram(h.store_seconds), store_pending=h.store_pending, reload_ok=h.reload_ok,
         reload_success_time=h.reload_success_time, start_time=h.start_time,
     )
@@ -442,6 +455,11 @@ def _global_families(h: Health, *, daemon: bool) -> Iterator[Metric]:
     for result, count in sorted(h.measurements.items()):
         runs.add_metric([result], count)
     yield runs
+    retests = CounterMetricFamily("probe_retests", "Quick re-tests after a verdict change: run, or dropped "
+                                  "because they would not finish before the target's next run.", labels=["result"])
+    for result, count in sorted(h.retests.items()):
+        retests.add_metric([result], count)
+    yield retests
 
 
 def registry_for(state: MetricsState, *, daemon: bool = True, process: bool = True) -> CollectorRegistry:

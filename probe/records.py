@@ -17,7 +17,7 @@ import datetime as dt
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -187,6 +187,22 @@ def verdict_record(verdict: Verdict, meta: ProbeMeta) -> dict[str, Any]:
         }
     )
     return record
+
+
+#: ``test_keys`` of every record of a re-test (docs/records.md): the id of the verdict whose change
+#: triggered it, and which re-test it is (1, 2, ...).
+RETEST_OF, RETEST = "retest_of", "retest"
+
+
+def mark_retest(records: Iterable[Mapping[str, Any]], of: str, k: int) -> list[dict[str, Any]]:
+    """The records of re-test ``k`` of verdict ``of``: the same records, marked in their ``test_keys``."""
+    return [{**r, "test_keys": {**(r.get("test_keys") or {}), RETEST_OF: of, RETEST: k}} for r in records]
+
+
+def retest_of(record: Mapping[str, Any]) -> str | None:
+    """The id of the verdict a re-test record re-tests; None for a regular measurement."""
+    value = (record.get("test_keys") or {}).get(RETEST_OF)
+    return value if isinstance(value, str) else None
 
 
 def default_probe_id() -> str:

@@ -48,7 +48,9 @@ HANDSHAKE_FACTOR = 5.0  # ... and this many times the controls' is a throttling 
 MIN_TARGET_INTERVALS = 4
 MIN_CONTROL_INTERVALS = 2
 MIN_INTERVAL = 1e-6  # seconds; shorter intervals (same clock tick) are merged with the next one
+COLLATERAL_FACTOR = 5.0  # a throttled direction this many times faster than the other is collateral
 WARMUP_FRACTION = 0.1  # of a flow's duration skipped by the plateau estimate (burst, slow start)
+TAIL_FRACTION = 0.05  # of a flow's plateau bytes left out at its end (last segments' timeout)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Flow:
     samples: tuple[Sample, ...]
     handshake_time: float | None = None
     ok: bool = True
+    link_samples: tuple[Sample, ...] = ()  # bytes the path carried (segments x MSS), same times
 
 
 def interval_rates(samples: Sequence[Sample], min_interval: float = MIN_INTERVAL) -> list[float]:
@@ -76,8 +79,8 @@ def interval_rates(samples: Sequence[Sample], min_interval: float = MIN_INTERVAL
 def plateau(samples: Sequence[Sample], warmup: float = WARMUP_FRACTION) -> tuple[int, float] | None:
     """(bytes, seconds) after the warm-up: the span a policer's steady rate shows in.
 
-    The first quarter of the transfer holds the token bucket's burst and TCP's
-    slow start (and its overshoot into the policer); the rest is the plateau.
+    The first tenth of the transfer holds the token bucket's burst and TCP's
+    slow start (and its overshoot into the policer); the rest, up to the tail, is the plateau.
     """
     if len(samples) < 2:
         return None
@@ -89,10 +92,18 @@ def plateau(samples: Sequence[Sample], warmup: float = WARMUP_FRACTION) -> tuple
     start = next((s for s in samples if s[0] >= cut), samples[0])
     if t_last - start[0] < 0.5 * duration * (1 - warmup):  # a long gap swallowed the plateau
         start = samples[0]
-    span = t_last - start[0]
+    # The tail: a transfer's last bytes can wait for a retransmission timeout (lost last
+    # segments have no duplicate ACKs to recover them): 104 bytes, or 3.7 KB, 200 ms after the
+    # other 116 KB made 2 Mbit/s estimates 24-27% low. The plateau ends where all but
+    # TAIL_FRACTION of its bytes arrived; on a steady flow that drops bytes and time alike.
+    goal = start[1] + (1 - TAIL_FRACTION) * (samples[-1][1] - start[1])
+    end = next(s for s in samples if s[0] >= start[0] and s[1] >= goal)
+    if end[0] <= start[0]:
+        end = samples[-1]
+    span = end[0] - start[0]
     if span <= 0:
         return None
-    return samples[-1][1] - start[1], span
+    return end[1] - start[1], span
 
 
 def plateau_rate(flows: Sequence[Sequence[Sample]], warmup: float = WARMUP_FRACTION) -> float | None:
@@ -111,6 +122,21 @@ def plateau_rate(flows: Sequence[Sequence[Sample]], warmup: float = WARMUP_FRACT
     longest = max(s for _, s in spans)
     kept = [(b, s) for b, s in spans if s >= 0.5 * longest]
     return sum(b for b, _ in kept) / sum(s for _, s in kept)
+
+
+def estimate_rate(flows: Sequence[Flow], warmup: float = WARMUP_FRACTION) -> float | None:
+    """The policer's rate: the plateau of what the path carried, else of the in-order bytes.
+
+    In-order bytes lag while a lost segment waits for its retransmission,
+    though the path keeps delivering the segments behind it; a transfer that
+    ends inside such a stall (seconds long at 64 kbit/s) reads half the rate.
+    Segment counts (``link_samples``) do not stall. Without them (no
+    TCP_INFO) the in-order samples are used.
+    """
+    with_link = [f.link_samples for f in flows if len(f.link_samples) >= 2]
+    if with_link and len(with_link) == len(flows):
+        return plateau_rate(with_link, warmup)
+    return plateau_rate([f.samples for f in flows], warmup)
 
 
 def mean_rate(samples: Sequence[Sample]) -> float | None:
@@ -273,7 +299,7 @@ def combine(
             and any(o.outcome == "positive" for o in runs) else r for r in runs]
     outcomes = tuple(r.outcome for r in runs)
     last = runs[-1] if runs else RunResult("inconclusive", "no run")
-    target_rate = plateau_rate([f.samples for f in target_flows if f.ok])
+    target_rate = estimate_rate([f for f in target_flows if f.ok])
     control_rates = [r for r in (mean_rate(f.samples) for f in control_flows if f.ok) if r is not None]
     control_rate = statistics.median(control_rates) if control_rates else None
     hs = any(r.handshake_signal for r in runs)
@@ -312,6 +338,12 @@ def merge_directions(decisions: Sequence[ThrottlingDecision]) -> ThrottlingDecis
     if len(decisions) == 1:
         return decisions[0]
     throttled = [d for d in decisions if d.blocking == "throttling"]
+    rates = [d.estimated_rate_bps for d in throttled if d.estimated_rate_bps]
+    if len(throttled) == 2 and len(rates) == 2 and max(rates) >= COLLATERAL_FACTOR * min(rates):
+        # One policed direction slows the other's ACKs (or requests) on the same flow: a download
+        # policed at 256 kbit/s cut the upload from ~150 Mbit/s to 2-19 Mbit/s in the lab. The
+        # policed direction is the slow one; the other stays in ``directions`` as evidence.
+        throttled = [min(throttled, key=lambda d: d.estimated_rate_bps or math.inf)]
     per_direction = {d.direction: d.as_dict() for d in decisions}
     used = sum(d.bytes_used for d in decisions), sum(d.seconds_used for d in decisions)
     if throttled:

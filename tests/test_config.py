@@ -39,6 +39,17 @@ def test_defaults_and_normalisation() -> None:
     assert tg.line == 6
 
 
+def test_retest_settings() -> None:
+    defaults = load_text(GOOD, "t.yaml").settings
+    assert (defaults.retests, defaults.retest_spacing) == (4, 15.0)
+    one = "targets:\n  - {name: a, service: s, category: c, host: a.test}\n"
+    off = load_text("settings: {retests: 0, interval: 10}\n" + one, "t.yaml").settings
+    assert off.retests == 0
+    # the defaults adapt to a short interval (the daemon runs the re-tests that fit); explicit values must fit
+    assert load_text("settings: {interval: 30}\n" + one, "t.yaml").settings.retests == 4
+    assert load_text("settings: {interval: 30, retests: 2, retest_spacing: 10}\n" + one, "t.yaml").settings.retests == 2
+
+
 def test_select_keeps_controls() -> None:
     cfg = load_text(GOOD, "t.yaml").select(["tg"])
     assert [t.name for t in cfg.targets] == ["tg", "ctl"]
@@ -70,6 +81,13 @@ def test_select_keeps_controls() -> None:
         ("settings:\n  concurrency: many\ntargets: []\n", "settings.concurrency: 'many' is not an integer"),
         ("settings:\n  ca_bundle: /nonexistent/ca.pem\ntargets:\n  - {name: a, service: s, category: c, "
          "host: a.test}\n", "settings.ca_bundle: '/nonexistent/ca.pem' is not a readable file"),
+        ("settings:\n  retests: -1\ntargets: []\n", "t.yaml:2: settings.retests: -1 is out of range [0, 20]"),
+        ("settings:\n  retests: 2.5\ntargets: []\n", "settings.retests: 2.5 is not an integer"),
+        ("settings:\n  retest_spacing: 0\ntargets: []\n", "settings.retest_spacing: 0 is out of range"),
+        ("settings:\n  interval: 60\n  retests: 5\n  retest_spacing: 15\ntargets: []\n",
+         "t.yaml:4: settings.retest_spacing: 5 re-tests 15 s apart (75 s) do not fit in the 60 s interval"),
+        ("settings:\n  interval: 30\n  retests: 3\ntargets: []\n",
+         "t.yaml:3: settings.retests: 3 re-tests 15 s apart (45 s) do not fit in the 30 s interval"),
         ("targets: []\n", "targets: must be a non-empty list"),
         ("settings: {}\n", "missing 'targets' list"),
         ("targets:\n  - [unclosed\n", "invalid YAML"),

@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from probe.config import Target, load, load_text
 from probe.context import Context
 from probe.metrics import EventKey, render
 from probe.pipeline import TargetOutcome
-from probe.records import CheckResult, Event, ProbeMeta, Verdict
+from probe.records import CheckResult, Event, ProbeMeta, Verdict, parse_time
 from probe.store import Store
 from probe.verdict import Controls
 
@@ -81,8 +81,8 @@ def _reset_stats() -> None:
 
 
 def targets_yaml(names: list[str], *, interval: float = 1.0, concurrency: int = 8, jitter: float = 0.0,
-                 extra: str = "", control: bool = False) -> str:
-    lines = [f"settings: {{interval: {interval}, jitter: {jitter}, concurrency: {concurrency}}}", "targets:"]
+                 extra: str = "", control: bool = False, settings: str = "") -> str:
+    lines = [f"settings: {{interval: {interval}, jitter: {jitter}, concurrency: {concurrency}{settings}}}", "targets:"]
     if control:
         lines.append("  - {name: ctl, service: control, category: control, addresses: [127.0.0.1], checks: [tcp]}")
     for n in names:
@@ -262,6 +262,99 @@ async def test_detector_events_reach_metrics_and_store() -> None:
     assert seen == [2]
     assert isinstance(d.store, ListStore) and [e.id for e in d.store.events] == ["ev1"]
     assert list(d.state.events) == [EventKey("blk", "svc", "tcp_ip")]
+
+
+# -- Re-tests on a verdict change --------------------------------------------------------------
+
+RUNS: list[tuple[str, float, tuple[str, ...]]] = []  # (target, monotonic start, checks measured)
+
+
+async def turning_bad(target: Target, ctx: Context, controls: Controls) -> TargetOutcome:
+    """:func:`fake_measure`, accessible at the first run and blocked from then on; notes which checks
+    each run measured."""
+    RUNS.append((target.name, time.monotonic(), target.checks))
+    mode = "ok" if len(RUNS) == 1 else "blocked"
+    return await fake_measure(replace(target, options={"fake": mode}), ctx, controls)
+
+
+class TimedStore(ListStore):
+    """Notes when each event was saved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved_at: list[tuple[float, Event]] = []
+
+    def save_events(self, events: Any) -> None:
+        self.saved_at += [(time.monotonic(), e) for e in events]
+        super().save_events(events)
+
+
+@pytest.fixture
+def retest_world(monkeypatch: pytest.MonkeyPatch) -> None:
+    RUNS.clear()
+    monkeypatch.setattr(daemon_mod, "run_budget", lambda target, settings: 0.3)
+
+
+def retest_yaml(interval: float, retests: int, spacing: float) -> str:
+    """One target with a throughput check: its regular runs measure it, its re-tests do not."""
+    return targets_yaml([], interval=interval, settings=f", retests: {retests}, retest_spacing: {spacing}") + (
+        "  - {name: t, service: svc, category: messaging, addresses: [127.0.0.1], checks: [tcp, throughput]}\n")
+
+
+async def run_turning_bad(d: daemon_mod.Daemon, seconds: float) -> tuple[list[float], list[float]]:
+    """Run the daemon (measuring with :func:`turning_bad`) for ``seconds`` after it is ready. Returns
+    the regular runs' and the re-tests' start times, from the first run."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(d.run(install_signals=False, ready=ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        await asyncio.sleep(seconds)
+    finally:
+        d.stop()
+        await asyncio.wait_for(task, 5)
+    t0 = RUNS[0][1]
+    regular = [t - t0 for _, t, checks in RUNS if "throughput" in checks]
+    retests = [t - t0 for _, t, checks in RUNS if "throughput" not in checks]
+    return regular, retests
+
+
+@pytest.mark.usefixtures("retest_world")
+async def test_a_target_turning_bad_is_retested_and_its_event_starts_within_the_interval() -> None:
+    store = TimedStore()
+    d = make_daemon(retest_yaml(1.0, 4, 0.1), measure=turning_bad, store=store,
+                    detect=daemon_mod.default_detector())
+    regular, retests = await run_turning_bad(d, 2.5)
+    assert regular == pytest.approx([0, 1, 2], abs=0.1) and d.state.health.skipped == 0  # on time
+    # four re-tests of the reachability checks only, spaced, all inside the interval of the change
+    assert [c for _, _, c in RUNS if "throughput" not in c] == [("tcp",)] * 4
+    assert all(1.0 < t < 2.0 for t in retests) and all(b - a >= 0.1 for a, b in zip(retests, retests[1:], strict=False))
+    assert d.state.health.retests == {"run": 4, "dropped": 0}
+    assert 'probe_retests_total{result="run"} 4.0' in render(d.state).decode()
+    # stored and marked: every record of a re-test names the verdict that changed and its number
+    verdicts = [r for r in store.records if r["record_type"] == "verdict"]
+    changed = verdicts[1]
+    assert changed["test_keys"]["blocking"] == "tcp_ip" and "retest_of" not in changed["test_keys"]
+    marked = [r for r in store.records if r["test_keys"].get("retest_of") == changed["id"]]
+    assert sorted(r["test_keys"]["retest"] for r in marked if r["record_type"] == "verdict") == [1, 2, 3, 4]
+    assert len(marked) == 8  # a check and a verdict each
+    assert "retest_of" not in verdicts[-1]["test_keys"]  # the third regular run (no change: no re-tests)
+    # the event is active before the next regular run, and starts at the regular run that saw the change
+    first_saved, event = store.saved_at[0]
+    assert event.ongoing and event.type == "tcp_ip" and first_saved - RUNS[0][1] < 2.0
+    assert event.start_high == pytest.approx(parse_time(changed["measurement_start_time"]))
+    assert event.evidence[0] == changed["id"] and set(event.evidence[1:]) <= {r["id"] for r in marked}
+
+
+@pytest.mark.usefixtures("retest_world")
+async def test_retests_that_would_not_finish_before_the_next_run_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 re-tests 0.2 s apart with a 0.45 s budget each: the later ones cannot end before the next run at 2 s.
+    monkeypatch.setattr(daemon_mod, "run_budget", lambda target, settings: 0.45)
+    d = make_daemon(retest_yaml(1.0, 4, 0.2), measure=turning_bad)
+    regular, retests = await run_turning_bad(d, 2.5)
+    assert regular == pytest.approx([0, 1, 2], abs=0.1) and d.state.health.skipped == 0
+    h = d.state.health.retests
+    assert h["run"] >= 1 and h["dropped"] >= 1 and h["run"] + h["dropped"] == 4 == len(retests) + h["dropped"]
+    assert all(1.0 < t <= regular[2] - 0.45 for t in retests)  # each started with its whole budget to spare
 
 
 def test_json_logs_are_one_line_and_scrub_addresses() -> None:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from probe import failures
 from probe.metrics import BLOCKING_TYPES, MetricsState, render
-from probe.records import Event, format_time
+from probe.records import Event, format_time, mark_retest
 
 NOW = 1_800_000_000.0
 
@@ -100,6 +100,21 @@ def test_counters_accumulate_and_gauges_follow_the_latest_run() -> None:
     # the blocking type seen before is still exported, now 0
     assert value(state, "probe_blocking", target="t1", service="svc", type="tls") == 0.0
     assert value(state, "probe_accessible", target="t1", service="svc") == 1.0
+
+
+def test_a_retest_keeps_what_it_does_not_measure() -> None:
+    state = MetricsState()
+    state.observe([check("tcp"), check("throughput", rate_bytes_per_second=2e6), verdict("throttling", True)])
+    state.observe(mark_retest([check("tcp"), verdict(False, True)], "v1", 1))  # no throughput check
+    v = lambda name, **labels: value(state, name, target="t1", service="svc", **labels)  # noqa: E731
+    assert v("probe_blocking", type="throttling") == 1.0
+    assert v("probe_throughput_bytes_per_second", role="target") == 2e6
+    assert v("probe_checks_total", check="tcp") == 2.0  # otherwise it counts like any run
+    state.observe(mark_retest([check("tcp", False, failure="connection_reset"), verdict("tcp_ip", False)], "v1", 2))
+    assert v("probe_blocking", type="tcp_ip") == 1.0 and v("probe_blocking", type="throttling") == 0.0
+    state.observe([check("tcp"), verdict(False, True)])  # a regular run without throttling: it ends
+    assert v("probe_blocking", type="throttling") == 0.0
+    assert v("probe_throughput_bytes_per_second", role="target") is None
 
 
 def test_inconclusive_verdict() -> None:

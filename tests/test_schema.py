@@ -91,3 +91,23 @@ def test_every_field_is_documented() -> None:
     names |= set(RECORD_SCHEMA.names) | set(EVENT_SCHEMA.names) | {"date"}
     missing = sorted(n for n in names if not _documented(n))
     assert missing == []
+
+
+def test_retest_records_validate_and_their_marks_are_typed(tmp_path: Path) -> None:
+    from probe.export import export
+    from probe.records import mark_retest
+
+    records = make_records(1)
+    verdict = records[-1]
+    with Store(tmp_path / "s.sqlite") as store:  # stored and exported as they are
+        store.append(mark_retest(records, verdict["id"], 2))
+        export(store, "jsonl", tmp_path / "x.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert len(lines) == len(records) and all(r["test_keys"]["retest_of"] == verdict["id"] for r in lines)
+    for record in lines:
+        VALIDATOR.validate(record)
+    marked = mark_retest([verdict], verdict["id"], 1)[0]
+    for bad in ({"retest": 0}, {"retest_of": "nope"}, {"retest": "1"}):
+        assert list(VALIDATOR.iter_errors({**marked, "test_keys": {**marked["test_keys"], **bad}})), bad
+    lone = {k: v for k, v in marked["test_keys"].items() if k != "retest"}
+    assert list(VALIDATOR.iter_errors({**marked, "test_keys": lone}))

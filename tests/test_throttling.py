@@ -150,3 +150,40 @@ def test_merge_directions() -> None:
     unsure = th.merge_directions([down, th.ThrottlingDecision(blocking=None, direction="up")])
     assert unsure.blocking is None
     assert th.merge_directions([down]) is down
+
+
+@pytest.mark.parametrize(("down_rate", "up_rate", "expected"), [
+    (32_000.0, 2_000_000.0, "down"),  # the upload only lost its ACKs to the download's policer
+    (2_000_000.0, 16_000.0, "up"),
+    (32_000.0, 40_000.0, "both"),  # two policers of similar rate
+    (32_000.0, 32_000.0 * th.COLLATERAL_FACTOR * 0.99, "both"),
+])
+def test_a_direction_much_faster_than_the_other_is_collateral(down_rate: float, up_rate: float,
+                                                              expected: str) -> None:
+    down = th.ThrottlingDecision(blocking="throttling", direction="down", estimated_rate_bps=down_rate)
+    up = th.ThrottlingDecision(blocking="throttling", direction="up", estimated_rate_bps=up_rate)
+    merged = th.merge_directions([down, up])
+    assert merged.blocking == "throttling" and merged.direction == expected
+    assert merged.estimated_rate_bps == min(down_rate, up_rate)
+    assert set(merged.directions) == {"down", "up"}  # the collateral one is kept as evidence
+
+
+def test_rate_estimate_prefers_what_the_path_carried() -> None:
+    # In-order bytes stall for 1.5 s (a lost segment's retransmission waits behind a full queue)
+    # and the transfer ends inside the stall; the segment counts kept rising at the policer's rate.
+    in_order = series(8000, 3.0, stall=(1.5, 3.0))
+    carried = series(8000, 3.0)
+    assert th.estimate_rate([Flow(in_order)]) == pytest.approx(8000 * 1.5 / 2.7, rel=0.25)  # about half
+    assert th.estimate_rate([Flow(in_order, link_samples=carried)]) == pytest.approx(8000, rel=0.1)
+    # Without segment counts for every flow, the in-order samples of all of them are used.
+    assert th.estimate_rate([Flow(in_order, link_samples=carried), Flow(in_order)]) == \
+        th.plateau_rate([in_order, in_order])
+
+
+def test_the_plateau_leaves_out_a_last_segment_that_waited_for_a_timeout() -> None:
+    # 2 Mbit/s for 0.5 s, then the last 104 bytes 200 ms later (a lost tail segment's RTO)
+    flow = [(i * 0.03, int(250_000 * i * 0.03)) for i in range(18)]
+    tail = [*flow, (0.71, flow[-1][1] + 104)]
+    assert th.plateau_rate([flow]) == pytest.approx(250_000, rel=0.02)
+    assert th.plateau_rate([tail]) == pytest.approx(250_000, rel=0.05)
+    assert th.plateau_rate([tail], warmup=0.0) > 0.9 * 250_000

@@ -40,6 +40,7 @@ class ThroughputServer:
         self.throttled, self.throttled_up, self.status = throttled, throttled_up, status
         self.names: dict[int, str | None] = {}
         self.received = 0
+        self.ends: list[str] = []  # how each upload ended: "eof" (a FIN) or "reset"
         context.sni_callback = self._sni
 
     def _sni(self, obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -68,6 +69,8 @@ class ThroughputServer:
                 await self._post(reader, writer, head, name in self.throttled_up)
             else:
                 await self._get(writer, head, name in self.throttled)
+        except ConnectionResetError:
+            self.ends.append("reset")
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError, asyncio.CancelledError):
             pass
         finally:
@@ -100,6 +103,7 @@ class ThroughputServer:
         while got < size:
             data = await reader.read(min(CHUNK, size - got))
             if not data:
+                self.ends.append("eof")
                 return
             got += len(data)
             self.received += len(data)
@@ -232,3 +236,21 @@ def test_default_url_and_directions() -> None:
     assert throughput.default_url(Target(name="t", service="s", category="c", host="h.test")) == "https://h.test/"
     assert throughput.directions_of(_target("x", "both")) == ("down", "up")
     assert throughput.directions_of(_target("x")) == ("down",)
+
+
+async def test_a_stopped_upload_is_reset_not_drained(server: ThroughputServer, ctx: Context) -> None:
+    """A graceful close would keep sending the kernel's buffer through the policer after the
+    measurement ended, slowing the next transfer on the same policer (and costing data)."""
+    result = await measure_throughput("127.0.0.1", server.port, SLOW, "https://good.test/upload", ctx,
+                                      max_bytes=512 * 1024, max_seconds=5, direction="up",
+                                      stop=lambda s: s[-1][0] > 0.5)
+    assert result.ok and result.details.stopped_early and not result.details.complete
+    at_stop = server.received
+    for _ in range(60):  # the server reads what its buffers already hold, then sees the end
+        if server.ends:
+            break
+        await asyncio.sleep(0.05)
+    assert server.ends == ["reset"]
+    # A FIN would have let the client's 32 KiB send buffer drain at 16 KB/s for seconds more.
+    await asyncio.sleep(1.0)
+    assert server.received - at_stop < 24 * 1024, "the server kept receiving after the transfer ended"

@@ -154,7 +154,7 @@ def dns_injector(state: Path, iface: str, name: str, answer: str) -> None:
 # -- NFQUEUE latency relay ------------------------------------------------------------------
 
 
-def delay_relay(queue: int, ms: float, jitter_ms: float) -> None:
+def delay_relay(state: Path, queue: int, ms: float, jitter_ms: float) -> None:
     """Hold every queued packet ms ± jitter_ms before accepting it (netem is not on this kernel)."""
     from netfilterqueue import NetfilterQueue
 
@@ -167,6 +167,7 @@ def delay_relay(queue: int, ms: float, jitter_ms: float) -> None:
 
     nfq.bind(queue, on_packet, max_len=4096)
     loop.add_reader(nfq.get_fd(), lambda: nfq.run(block=False))
+    (state / f"delay-{queue}.ready").write_text("ok")
     loop.run_forever()
 
 
@@ -179,7 +180,7 @@ def main(argv: list[str]) -> None:
     elif kind == "inject":
         dns_injector(state, argv[2], argv[3], argv[4])
     elif kind == "delay":
-        delay_relay(int(argv[2]), float(argv[3]), float(argv[4]))
+        delay_relay(state, int(argv[2]), float(argv[3]), float(argv[4]))
     else:
         raise SystemExit(f"unknown censor process {kind!r}")
 

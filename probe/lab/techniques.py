@@ -214,12 +214,19 @@ def loss(lab: Lab, handle: Handle, percent: float) -> None:
 def latency(lab: Lab, handle: Handle, ms: float, jitter_ms: float = 0.0) -> None:
     """Round-trip latency ms ± jitter_ms, half each way, by an NFQUEUE relay that holds packets."""
     queue = str(lab.next_mark())
-    pid = lab.spawn(lab.ns_censor, [sys.executable, "-m", "probe.lab.censor", "delay", queue, str(ms / 2),
-                                    str(jitter_ms / 2)], f"delay-{queue}.log")
+    log = f"delay-{queue}.log"
+    pid = lab.spawn(lab.ns_censor, [sys.executable, "-m", "probe.lab.censor", "delay", str(lab.state), queue,
+                                    str(ms / 2), str(jitter_ms / 2)], log)
     handle.pids.append(pid)
-    time.sleep(0.5)
+    ready = lab.state / f"delay-{queue}.ready"
+    deadline = time.monotonic() + 10
+    while not ready.exists():
+        if time.monotonic() > deadline:
+            raise LabError(f"the latency relay did not start: {(lab.state / log).read_text()[-500:]!r}")
+        time.sleep(0.05)
     # Appended, not inserted: the relay accepts what it holds, so it must come after every blocking rule.
-    _ipt(lab, handle, "filter", "FORWARD", ["-j", "NFQUEUE", "--queue-num", queue, "--queue-bypass"], where="-A")
+    # No --queue-bypass: a dead relay must stop traffic, not silently remove the latency.
+    _ipt(lab, handle, "filter", "FORWARD", ["-j", "NFQUEUE", "--queue-num", queue], where="-A")
 
 
 def server_down(lab: Lab, handle: Handle, host: str) -> None:
