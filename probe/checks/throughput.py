@@ -648,17 +648,17 @@ async def _run(
         is_target = ep is target_ep
         left = budget.deadline - ctx.monotonic()
         want_bytes = budget.take(t_bytes if is_target else c_bytes)
-        seconds = left if is_target else min(c_seconds, left)
-        if want_bytes <= 0 or min(seconds, t_seconds) <= 0.05:
+        # The target's time is its transfer's (handshake excluded, within the budget): a
+        # confirmation's handshake waited 0.9 s behind the first run's leftovers in a 64 kbit/s
+        # policer's queue, leaving it 3 intervals.
+        seconds, transfer = (left, min(t_seconds, left)) if is_target else (min(c_seconds, left), None)
+        if want_bytes <= 0 or (seconds if transfer is None else transfer) <= 0.05:
             continue
         rates = [r for r in control_rates if r > 0]
         stop = stop_rule(statistics.median(rates) if rates else None) if is_target else None
         result = await measure_throughput(
             ep.address, ep.port, ep.sni, ep.url, ctx, role=ep.role, max_bytes=want_bytes,
-            max_seconds=seconds, direction=direction, target=name, stop=stop, rng=rng,
-            # The target's time is its transfer's: a confirmation's handshake waited 0.9 s behind
-            # the first run's leftovers in a 64 kbit/s policer's queue, leaving 3 intervals.
-            transfer_seconds=min(t_seconds, left) if is_target else None,
+            max_seconds=seconds, direction=direction, target=name, stop=stop, rng=rng, transfer_seconds=transfer,
         )
         budget.bytes -= result.details.bytes_used if direction == "down" else result.details.bytes
         results.append(result)

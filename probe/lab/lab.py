@@ -228,8 +228,8 @@ class Lab:
         self.spawn(routers[0], [sys.executable, "-m", "probe.lab.censor", "resolver", str(self.state)], "resolver.log")
         self.spawn(self.ns_censor, [sys.executable, "-m", "probe.lab.censor", "blockpages", str(self.state)],
                    "blockpages.log")
-        self._wait(lambda: (self.state / "servers.ready").exists(), "servers", 30)
-        self._wait(lambda: self._answers(CLIENT_GW, 53) and self._answers("127.0.0.1", 8080, ns=self.ns_censor),
+        self.wait_until(lambda: (self.state / "servers.ready").exists(), "servers", 30)
+        self.wait_until(lambda: self._answers(CLIENT_GW, 53) and self._answers("127.0.0.1", 8080, ns=self.ns_censor),
                    "resolver/blockpages", 30)
 
     def _link(self, ns_a: str, name_a: str, addr_a: str, ns_b: str, name_b: str, addr_b: str, bits: int) -> None:
@@ -255,7 +255,8 @@ class Lab:
         return self.exec(ns or self.ns_client, [sys.executable, "-c", script], check=False).returncode == 0
 
     @staticmethod
-    def _wait(ready: Any, what: str, seconds: float) -> None:
+    def wait_until(ready: Any, what: str, seconds: float) -> None:
+        """Poll ``ready()`` until true; a LabError naming ``what`` after ``seconds``."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if ready():

@@ -14,7 +14,6 @@ NFQUEUE relay that holds packets.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -71,11 +70,7 @@ def dns_inject(lab: Lab, handle: Handle, host: str, answer: str = SINKHOLE) -> N
     pid = lab.spawn(lab.ns_censor, [sys.executable, "-m", "probe.lab.censor", "inject", str(lab.state), "left",
                                     host, answer], f"inject-{host}.log")
     handle.pids.append(pid)
-    deadline = time.monotonic() + 20
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not ready.exists():
-        raise LabError("the DNS injector did not start (see inject-*.log in the lab state)")
+    lab.wait_until(ready.exists, f"the DNS injector (inject-{host}.log)", 20)
     handle.undo.append(["rm", "-f", str(ready)])
 
 
@@ -218,12 +213,7 @@ def latency(lab: Lab, handle: Handle, ms: float, jitter_ms: float = 0.0) -> None
     pid = lab.spawn(lab.ns_censor, [sys.executable, "-m", "probe.lab.censor", "delay", str(lab.state), queue,
                                     str(ms / 2), str(jitter_ms / 2)], log)
     handle.pids.append(pid)
-    ready = lab.state / f"delay-{queue}.ready"
-    deadline = time.monotonic() + 10
-    while not ready.exists():
-        if time.monotonic() > deadline:
-            raise LabError(f"the latency relay did not start: {(lab.state / log).read_text()[-500:]!r}")
-        time.sleep(0.05)
+    lab.wait_until((lab.state / f"delay-{queue}.ready").exists, f"the latency relay ({log})", 10)
     # Appended, not inserted: the relay accepts what it holds, so it must come after every blocking rule.
     # No --queue-bypass: a dead relay must stop traffic, not silently remove the latency.
     _ipt(lab, handle, "filter", "FORWARD", ["-j", "NFQUEUE", "--queue-num", queue], where="-A")
