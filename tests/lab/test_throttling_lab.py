@@ -54,7 +54,8 @@ def test_policed_by_sni_is_detected_with_its_rate(lab: Any, rate_kbit: int) -> N
 
 @pytest.mark.parametrize(
     ("technique", "params"),
-    [("shape", {"rate_kbit": 1000}), ("shape", {"rate_kbit": 10_000}), ("loss", {"percent": 3})],
+    [("shape", {"rate_kbit": 1000}), ("shape", {"rate_kbit": 10_000}), ("shape", {"rate_kbit": 100_000}),
+     ("loss", {"percent": 1}), ("loss", {"percent": 3}), ("latency", {"ms": 50, "jitter_ms": 20})],
 )
 def test_benign_conditions_are_not_throttling(lab: Any, technique: str, params: dict[str, Any]) -> None:
     handle = lab.apply(technique, **params)
