@@ -108,9 +108,9 @@ def serve(args: argparse.Namespace) -> None:
 def probe(args: argparse.Namespace) -> None:
     import probe.checks.tls
     from probe.checks.tls import handshake
-    from probe.config import Settings, Timeouts
-    from probe.context import Context
-    from probe.records import ProbeMeta
+    from probe.core.config import Settings, Timeouts
+    from probe.core.context import Context
+    from probe.core.records import ProbeMeta
 
     if args.cert_cache:  # prototype: the same certificate is parsed once (a proposed core change)
         probe.checks.tls.parse_certificate = functools.lru_cache(maxsize=1024)(probe.checks.tls.parse_certificate)

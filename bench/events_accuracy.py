@@ -2,8 +2,8 @@
 
 Replays synthetic series (onsets and lifts, flapping, gaps, outages, several episodes, noise of
 1-5 % random failures) and lab timelines modelled on the seed scenarios, through the anchor
-(``probe.events.cusum_detect``), ours (``probe.events.detect``) and ours on the same series plus
-the re-tests the daemon adds after each change (``probe.retest``: R re-tests ``spacing`` seconds
+(``probe.analysis.events.cusum_detect``), ours (``probe.analysis.events.detect``) and ours on the same series plus
+the re-tests the daemon adds after each change (``probe.analysis.retest``: R re-tests ``spacing`` seconds
 apart, drawn from the same truth and noise), and prints, per configuration:
 
 * start and end timestamp errors, in probe intervals (median, p95, max);
@@ -36,8 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from probe.config import Settings  # noqa: E402
-from probe.events import (  # noqa: E402
+from probe.analysis.events import (  # noqa: E402
     CusumParams,
     Detector,
     DetectParams,
@@ -48,8 +47,9 @@ from probe.events import (  # noqa: E402
     ordered,
     series_from_records,
 )
-from probe.records import Event, format_time, mark_retest  # noqa: E402
-from probe.retest import outcome_of, simulate  # noqa: E402
+from probe.analysis.retest import outcome_of, simulate  # noqa: E402
+from probe.core.config import Settings  # noqa: E402
+from probe.core.records import Event, format_time, mark_retest  # noqa: E402
 
 INTERVAL = 300.0
 DAY = int(86400 / INTERVAL)  # 288 measurements a day
@@ -258,7 +258,7 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
                  offset: float, scale: float, retests: Retests | None) -> list[dict[str, object]]:
     """One target's verdict records: its regular runs, with 2 % random tcp_ip failures where the phase
     says nothing, and (``retests``) the re-tests of each change, marked like the daemon's. A re-test
-    runs no throughput check: it sees what ``probe.retest.outcome_of`` sees (throttling is "ok")."""
+    runs no throughput check: it sees what ``probe.analysis.retest.outcome_of`` sees (throttling is "ok")."""
 
     def expected(t: float) -> object:
         found: object = False
@@ -293,7 +293,7 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
 
 def lab_cases(seed: int = 2, repeats: int = 20, scale: float = 2.0, retests: Retests | None = None) -> list[Case]:
     """Each seed second is ``scale`` intervals, after a day of quiet; 2 % random tcp_ip failures."""
-    from probe.events import event_type
+    from probe.analysis.events import event_type
 
     rng = random.Random(seed)
     cases: list[Case] = []

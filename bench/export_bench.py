@@ -3,7 +3,7 @@
     .venv/bin/python bench/export_bench.py            # N = 1,000,000 (goal: Parquet <= 10 s, <= 300 MB)
     .venv/bin/python bench/export_bench.py --n 50000  # quicker
 
-Records are built with ``probe.records.check_record``/``verdict_record`` from
+Records are built with ``probe.core.records.check_record``/``verdict_record`` from
 CheckResult/Verdict instances whose details have the size and shape of real
 ones (DNS answers, a TLS certificate summary, an HTTP summary with headers),
 in the mix of a daemon run: per target DNS x2, TCP, TLS, HTTP, then a verdict.
@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe.records import (  # noqa: E402
+from probe.core.records import (  # noqa: E402
     CheckResult,
     ProbeMeta,
     Verdict,
@@ -36,7 +36,7 @@ from probe.records import (  # noqa: E402
     new_id,
     verdict_record,
 )
-from probe.store import Store  # noqa: E402
+from probe.storage.store import Store  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _templates(meta: ProbeMeta, targets: int) -> list[list[dict[str, Any]]]:
 
 def generate(path: Path, n: int, targets: int = 60, interval: float = 300.0) -> float:
     """Append ``n`` records through Store.append; returns the seconds it took."""
-    from probe.records import format_time
+    from probe.core.records import format_time
 
     meta = ProbeMeta(probe_id="probe-bench", probe_cc="RU", probe_asn="AS12389",
                      probe_network_name="Example Telecom")
@@ -167,8 +167,8 @@ def generate(path: Path, n: int, targets: int = 60, interval: float = 300.0) -> 
 CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
-from probe.export import export
-from probe.store import Store
+from probe.storage.export import export
+from probe.storage.store import Store
 with Store({store!r}, readonly=True) as store:
     summary = export(store, {fmt!r}, {out!r})
 print(summary.rows, summary.files, round(summary.seconds, 3))

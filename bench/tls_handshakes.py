@@ -297,7 +297,7 @@ def report(args: argparse.Namespace, probe: Side, blackbox: Side | None) -> list
 
 
 def _default_loop() -> str:
-    """The loop the product uses: probe.runner.run_loop picks uvloop when it is importable."""
+    """The loop the product uses: probe.service.runner.run_loop picks uvloop when it is importable."""
     import importlib.util
 
     return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"

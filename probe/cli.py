@@ -14,9 +14,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import probe.families  # noqa: F401  (registers the families' option schemas)
 from probe import __version__
-from probe.config import ConfigError
-from probe.store import StoreError
+from probe.core.config import ConfigError
+from probe.storage.store import StoreError
 
 COMMANDS = ("run", "targets", "show", "events", "export", "daemon", "lab")
 

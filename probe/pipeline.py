@@ -18,11 +18,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+import probe.families  # noqa: F401  (registers the families' option schemas)
+from probe.analysis.verdict import Controls, decide
 from probe.checks import control, dns, http, tcp, tls
-from probe.config import Target
-from probe.context import Context
-from probe.records import CheckResult, ProbeMeta, Verdict, check_record, verdict_record
-from probe.verdict import Controls, decide
+from probe.core.config import Target
+from probe.core.context import Context
+from probe.core.records import CheckResult, ProbeMeta, Verdict, check_record, verdict_record
 
 MAX_ADDRESSES = 4  # addresses per target tested with TCP
 MAX_TLS_ADDRESSES = 2  # of those, handshakes per TLS port
@@ -225,8 +226,8 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
 
     # 7. Raw-packet diagnostics (opt-in, more intrusive): evidence added to the verdict, never deciding it.
     if "diagnostics" in target.checks and addresses:
+        from probe.analysis.diagnostics import annotate
         from probe.diagnostics import dispatch as diagnostics
-        from probe.diagnostics.verdict import annotate
 
         found = await diagnostics.run(target, ctx, addresses)
         results += found

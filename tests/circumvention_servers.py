@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
-MTPROXY_SCRIPT = REPO / ".venv" / "bin" / "mtprotoproxy.py"
+PYTHON = Path(sys.executable)  # the interpreter running the tests, with its packages
+MTPROXY_SCRIPT = PYTHON.parent / "mtprotoproxy.py"
 
 
 def have(*binaries: str) -> bool:

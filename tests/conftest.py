@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from probe.config import Settings, Timeouts
-from probe.context import Context
-from probe.records import ProbeMeta
+import probe.families  # noqa: F401  (registers the families' option schemas)
+from probe.core.config import Settings, Timeouts
+from probe.core.context import Context
+from probe.core.records import ProbeMeta
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

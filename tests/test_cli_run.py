@@ -113,7 +113,7 @@ def test_help_everywhere(command: list[str]) -> None:
 
 
 def test_run_stores_records_and_reuses_probe_id(tmp_path: Path, ca_file: Path, tls_server: int) -> None:
-    from probe.store import Store
+    from probe.storage.store import Store
 
     targets = str(_targets(tmp_path, ca_file, tls_server))
     db = tmp_path / "s.sqlite"

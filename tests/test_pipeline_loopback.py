@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe import failures as F
-from probe.config import Target, load_text
+from probe.analysis.verdict import Controls
+from probe.core import failures as F
+from probe.core.config import Target, load_text
 from probe.pipeline import measure_target
-from probe.runner import run_once
-from probe.verdict import Controls
+from probe.service.runner import run_once
 from tests.conftest import make_context, server_context
 from tests.loopback import DNSServer, Server, closed_port, http_app, rst_app
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from probe.config import ConfigError
+from probe.core.config import ConfigError
 from probe.lab import scenario
 from probe.lab.scenario import Expectation, load, load_text, observe, replay
 

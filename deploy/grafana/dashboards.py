@@ -99,7 +99,7 @@ def overview() -> Dashboard:
         ),
         TimeSeries(
             title="Failure reasons over time", dataSource=DS, gridPos=GridPos(h=9, w=24, x=0, y=17),
-            description="Failed checks by failure (the fixed vocabulary of probe.failures) and check.",
+            description="Failed checks by failure (the fixed vocabulary of probe.core.failures) and check.",
             targets=[_q(f"sum by (check, failure) (increase(probe_check_failures_total{{{sel}}}[{RATE}]))",
                         "{{check}}: {{failure}}")],
             drawStyle="bars", stacking={"mode": "normal"},

@@ -1,4 +1,4 @@
-"""Remote control: ask the test helper (probe/helper.py) whether it reaches address:port."""
+"""Remote control: ask the test helper (probe/service/helper.py) whether it reaches address:port."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from probe import failures
 from probe.checks.tcp import endpoint
-from probe.context import Context
-from probe.records import CheckResult
+from probe.core import failures
+from probe.core.context import Context
+from probe.core.records import CheckResult
 
 
 @dataclass(frozen=True)

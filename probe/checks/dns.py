@@ -25,10 +25,10 @@ import dns.rdatatype
 import dns.resolver
 import httpx
 
-from probe import failures
-from probe.config import ResolverSpec, is_ip
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core import failures
+from probe.core.config import ResolverSpec, is_ip
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 QTYPES = ("A", "AAAA")
 UDP_ATTEMPTS = 3

@@ -16,10 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from probe import blockpages, failures
+from probe.analysis import blockpages
 from probe.checks.tcp import endpoint
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core import failures
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _KEPT_HEADERS = 32  # headers recorded; the rest are counted, not kept

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from probe import failures
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core import failures
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ out of time.
 in the trigger (same address and port with a random innocuous SNI, no SNI, a
 control host if configured), interleaved control / target / control so that
 congestion hits both, under one byte and time budget per direction. The
-decision itself is probe.throttling (pure).
+decision itself is probe.analysis.throttling (pure).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from probe import failures, throttling
+from probe.analysis import throttling
+from probe.analysis.throttling import Flow, RunResult, Sample, ThrottlingDecision
 from probe.checks.tcp import endpoint
-from probe.config import Target
-from probe.context import Context
-from probe.records import CheckResult, Role
-from probe.throttling import Flow, RunResult, Sample, ThrottlingDecision
+from probe.core import failures
+from probe.core.config import Target
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 Direction = Literal["down", "up"]
 StopRule = Callable[[Sequence[Sample]], bool]
@@ -113,7 +114,7 @@ class ThroughputDetails:
     samples: tuple[Sample, ...] = ()
     #: at the same times: bytes the path carried (segments x MSS), holes and retransmissions included
     link_samples: tuple[Sample, ...] = ()
-    rate_bytes_per_second: float | None = None  # plateau estimate (probe.throttling.plateau_rate)
+    rate_bytes_per_second: float | None = None  # plateau estimate (probe.analysis.throttling.plateau_rate)
     mean_rate_bytes_per_second: float | None = None  # first to last sample
     bytes: int = 0  # payload bytes received (down) or acknowledged (up)
     bytes_used: int = 0  # everything this transfer cost: handshake, headers, payload
@@ -821,8 +822,8 @@ def _main(argv: list[str] | None = None) -> int:
     import json
     import time
 
-    from probe.config import Settings
-    from probe.records import _jsonable
+    from probe.core.config import Settings
+    from probe.core.records import _jsonable
 
     parser = argparse.ArgumentParser(prog="python -m probe.checks.throughput")
     parser.add_argument("--address", required=True)

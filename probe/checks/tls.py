@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from probe import failures
 from probe.checks.tcp import endpoint
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core import failures
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ Every result says what it proved, in a fixed vocabulary (``status``):
 - ``inconclusive``: the check could not run or got an answer it cannot interpret.
 
 docs/circumvention.md has the per-protocol schema and the decision rules;
-:mod:`probe.circumvention.verdict` maps statuses to the verdict's ``blocking``.
+:mod:`probe.analysis.circumvention` maps statuses to the verdict's ``blocking``.
 """
 
 from __future__ import annotations
@@ -25,16 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from probe.records import CheckResult, Role
-
-TEST_NAME: Final = "circumvention"
-
-Status = Literal["answered", "silent", "blocked", "inconclusive"]
-ANSWERED: Final = "answered"
-SILENT: Final = "silent"
-BLOCKED: Final = "blocked"
-INCONCLUSIVE: Final = "inconclusive"
-STATUSES: Final[frozenset[str]] = frozenset({ANSWERED, SILENT, BLOCKED, INCONCLUSIVE})
+from probe.analysis.circumvention import (
+    ANSWERED,
+    BLOCKED,
+    INCONCLUSIVE,
+    SILENT,
+    STATUSES,
+    TEST_NAME,
+    Status,
+)
+from probe.core.records import CheckResult, Role
+from probe.core.registry import register_options
 
 Protocol = Literal["openvpn", "wireguard", "mtproto", "socks5", "http_connect", "tor_or", "tor_dir", "obfs4"]
 PROTOCOLS: Final[frozenset[str]] = frozenset(Protocol.__args__)  # type: ignore[attr-defined]
@@ -102,3 +103,22 @@ __all__ = [
     "ANSWERED", "BLOCKED", "INCONCLUSIVE", "PROTOCOLS", "SILENT", "STATUSES", "TEST_NAME",
     "CircumventionDetails", "Protocol", "Status", "endpoint", "make_result", "secret_hash",
 ]
+
+
+_REQUIRED: Final[dict[str, tuple[str, ...]]] = {
+    "wireguard": ("server_public_key",), "mtproto": ("link",), "obfs4": ("cert",),
+}
+
+
+def validate(options: Mapping[str, Any]) -> list[str]:
+    """Problems with a target's options, for the config loader (empty: fine)."""
+    protocol = options.get("protocol")
+    if protocol not in PROTOCOLS:
+        return [f"options.protocol must be one of {', '.join(sorted(PROTOCOLS))}, not {protocol!r}"]
+    if "secrets_file" in options:
+        return []  # required keys may come from the secrets file, checked at run time
+    required = _REQUIRED.get(str(protocol), ())
+    return [f"options.{key} is required for {protocol}" for key in required if key not in options]
+
+
+register_options(TEST_NAME, validate)

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe import failures
 from probe.circumvention import (
     ANSWERED,
     BLOCKED,
@@ -29,8 +28,9 @@ from probe.circumvention import (
     CircumventionDetails,
     make_result,
 )
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core import failures
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 #: Failures that mean "the network did not let us talk to the server".
 _BLOCKING_FAILURES = frozenset({

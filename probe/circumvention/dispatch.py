@@ -28,28 +28,15 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from probe import failures
-from probe.circumvention import INCONCLUSIVE, PROTOCOLS, CircumventionDetails, make_result
-from probe.config import Target
-from probe.context import Context
-from probe.records import CheckResult
+from probe.circumvention import INCONCLUSIVE, CircumventionDetails, make_result, validate
+from probe.core import failures
+from probe.core.config import Target
+from probe.core.context import Context
+from probe.core.records import CheckResult
 
 MAX_ENDPOINTS: Final = 16
-_REQUIRED: Final[dict[str, tuple[str, ...]]] = {
-    "wireguard": ("server_public_key",), "mtproto": ("link",), "obfs4": ("cert",),
-}
 Check = Callable[[str, int], Awaitable[CheckResult[CircumventionDetails]]]
 
-
-def validate(options: Mapping[str, Any]) -> list[str]:
-    """Problems with a target's options, for the config loader (empty: fine)."""
-    protocol = options.get("protocol")
-    if protocol not in PROTOCOLS:
-        return [f"options.protocol must be one of {', '.join(sorted(PROTOCOLS))}, not {protocol!r}"]
-    if "secrets_file" in options:
-        return []  # required keys may come from the secrets file, checked at run time
-    required = _REQUIRED.get(str(protocol), ())
-    return [f"options.{key} is required for {protocol}" for key in required if key not in options]
 
 
 def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,11 +38,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
-from probe import failures
 from probe.circumvention import SILENT, CircumventionDetails, secret_hash
 from probe.circumvention._net import Finding, Session, answered, run, unexpected
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core import failures
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 TAG_ABRIDGED: Final = b"\xef\xef\xef\xef"
 TAG_INTERMEDIATE: Final = b"\xee\xee\xee\xee"

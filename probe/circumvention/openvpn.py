@@ -33,8 +33,8 @@ from typing import Final, Literal
 
 from probe.circumvention import CircumventionDetails, secret_hash
 from probe.circumvention._net import Finding, Session, answered, run, unexpected
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 P_CONTROL_HARD_RESET_CLIENT_V2: Final = 7
 P_CONTROL_HARD_RESET_SERVER_V2: Final = 8

@@ -18,8 +18,8 @@ import struct
 
 from probe.circumvention import CircumventionDetails
 from probe.circumvention._net import Finding, Session, answered, run, unexpected
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 _SOCKS_REPLIES = {
     0: "succeeded", 1: "general failure", 2: "not allowed by ruleset", 3: "network unreachable",

@@ -27,12 +27,12 @@ import struct
 import tempfile
 from typing import Final
 
-from probe import failures
 from probe.circumvention import BLOCKED, INCONCLUSIVE, CircumventionDetails, secret_hash
 from probe.circumvention._net import Finding, Session, answered, run, unexpected
 from probe.circumvention.proxies import socks5_connect, socks5_handshake
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core import failures
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 CELL_VERSIONS: Final = 7
 LINK_VERSIONS: Final = (3, 4, 5)

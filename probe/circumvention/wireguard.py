@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from probe.circumvention import CircumventionDetails, secret_hash
 from probe.circumvention._net import Finding, Session, answered, run, unexpected
-from probe.context import Context
-from probe.records import CheckResult, Role
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 
 CONSTRUCTION: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
 IDENTIFIER: Final = b"WireGuard v1 zx2c4 Jason@zx2c4.com"

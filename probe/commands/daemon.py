@@ -13,9 +13,9 @@ import logging
 import sys
 from typing import Any
 
-from probe import config as config_mod
-from probe.context import Context
-from probe.records import ProbeMeta
+from probe.core import config as config_mod
+from probe.core.context import Context
+from probe.core.records import ProbeMeta
 
 
 def register(sub: Any) -> None:
@@ -40,8 +40,8 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe import daemon as daemon_mod
     from probe.commands.run import open_store
+    from probe.service import daemon as daemon_mod
 
     daemon_mod.setup_logging(getattr(logging, args.log_level.upper()))
     cfg = config_mod.load(args.targets)
@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
         return 1
-    logging.getLogger("probe.daemon").info(
+    logging.getLogger("probe.service.daemon").info(
         "serving metrics", extra={"fields": {"port": server.server_port, "loopback": _loopback(listen)}})
     try:
         return asyncio.run(daemon.run())

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.records import Event, format_time, parse_time
+from probe.core.records import Event, format_time, parse_time
 
 
 def register(sub: Any) -> None:
@@ -33,11 +33,11 @@ def register(sub: Any) -> None:
 
 def _open_store(args: argparse.Namespace) -> Any:
     """The store, imported lazily (tests replace this function with a fake)."""
-    from probe.store import Store
+    from probe.storage.store import Store
 
     path = args.store
     if path is None:
-        from probe import config as config_mod
+        from probe.core import config as config_mod
 
         path = config_mod.load(args.targets).settings.store
     # Listing never creates a store; re-detecting writes the events it finds.
@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     store = _open_store(args)
     try:
         if args.detect:
-            from probe.events import detect_all
+            from probe.analysis.events import detect_all
 
             store.save_events(detect_all(store.query(record_type="verdict")))
         found: list[Event] = store.events(since=since, target=args.target)

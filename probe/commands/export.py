@@ -1,6 +1,6 @@
 """``probe export``: the store's records (or events) as a dataset for researchers.
 
-Formats and columns are described in :mod:`probe.export` and docs/records.md.
+Formats and columns are described in :mod:`probe.storage.export` and docs/records.md.
 Bad arguments (an unknown format, an unparsable or empty time range, an
 unwritable ``--out``) exit 2 before anything is written; a failed export leaves
 no file behind (it is written under a temporary name, renamed when complete).
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.commands.show import add_store_arguments, store_path
-from probe.store import StoreError
+from probe.storage.store import StoreError
 
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
 
 
 def _format(args: argparse.Namespace) -> str:
-    from probe.export import FORMATS, ExportError
+    from probe.storage.export import FORMATS, ExportError
 
     if args.format:
         fmt = str(args.format).lower()
@@ -60,8 +60,8 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe.export import ExportError, check_range, export, parse_when
-    from probe.store import Store
+    from probe.storage.export import ExportError, check_range, export, parse_when
+    from probe.storage.store import Store
 
     try:
         fmt = _format(args)

@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from probe import config as config_mod
 from probe.commands._cells import accessible_cell, blocking_cell
-from probe.context import Context
+from probe.core import config as config_mod
+from probe.core.context import Context
+from probe.core.records import ProbeMeta
 from probe.pipeline import TargetOutcome
-from probe.records import ProbeMeta
-from probe.runner import run_loop, run_once
+from probe.service.runner import run_loop, run_once
 
 
 def register(sub: Any) -> None:
@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
 
 def open_store(path: str, retention_days: int) -> Any:
     """The local store (imported here so that ``--no-store`` runs need no SQLite file)."""
-    from probe.store import Store
+    from probe.storage.store import Store
 
     Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return Store(str(Path(path).expanduser()), retention_days=retention_days)
@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if args.json:
-        from probe.records import verdict_record
+        from probe.core.records import verdict_record
 
         for o in outcomes:
             print(json.dumps(verdict_record(o.verdict, meta), ensure_ascii=False))

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe import config as config_mod
 from probe.commands._cells import accessible_cell, blocking_cell
-from probe.records import parse_time
-from probe.store import Store, StoreError
+from probe.core import config as config_mod
+from probe.core.records import parse_time
+from probe.storage.store import Store, StoreError
 
 
 def register(sub: Any) -> None:
@@ -54,7 +54,7 @@ def store_path(args: argparse.Namespace) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from probe.export import ExportError, parse_when
+    from probe.storage.export import ExportError, parse_when
 
     if args.limit < 1:
         print(f"probe show: --limit {args.limit}: must be at least 1", file=sys.stderr)
@@ -101,7 +101,7 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> Any:
         keys = record.get("test_keys") or {}
         stamp = record.get("measurement_start_time", "")
         try:
-            from probe.records import format_time
+            from probe.core.records import format_time
 
             when = format_time(parse_time(stamp))[:19].replace("T", " ")
         except (ValueError, TypeError):

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from probe import config as config_mod
+from probe.core import config as config_mod
 
 
 def register(sub: Any) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from probe.core.registry import register_options
+
 KINDS: Final = ("localise", "rst", "dns_injection")
 THROTTLE_MODES: Final = ("auto", "off")
 
@@ -102,3 +104,15 @@ class SkippedDetails:
     skip_reason: str
     address: str | None = None
     port: int | None = None
+
+
+def validate(options: Mapping[str, Any]) -> list[str]:
+    """The family's option schema, for the config loader (empty: fine)."""
+    try:
+        Options.parse(options)
+    except OptionError as exc:
+        return [str(exc)]
+    return []
+
+
+register_options("diagnostics", validate)

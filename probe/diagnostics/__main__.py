@@ -13,10 +13,10 @@ import time
 
 import yaml
 
+from probe.core.records import ProbeMeta, check_record
 from probe.diagnostics import KINDS, OptionError, Options
 from probe.diagnostics.capability import raw_unavailable
 from probe.diagnostics.dispatch import run_sync, skipped
-from probe.records import ProbeMeta, check_record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.opt)}
     start = time.time()
-    from probe.failures import PERMISSION_DENIED, UNKNOWN_PREFIX
+    from probe.core.failures import PERMISSION_DENIED, UNKNOWN_PREFIX
 
     try:
         opts = Options.parse(options)

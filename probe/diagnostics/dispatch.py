@@ -14,12 +14,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from probe import failures
-from probe.config import Target
-from probe.context import Context
+from probe.core import failures
+from probe.core.config import Target
+from probe.core.context import Context
+from probe.core.records import CheckResult, Role
 from probe.diagnostics import KINDS, OptionError, Options, SkippedDetails
 from probe.diagnostics.capability import raw_unavailable
-from probe.records import CheckResult, Role
 
 
 def _result(kind_input: str, target: str, details: Any, start: float, runtime: float, role: Role,

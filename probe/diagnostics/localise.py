@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from probe import blockpages
+from probe.analysis import blockpages
 from probe.diagnostics import Options
 from probe.diagnostics._net import ICMP_TIME_EXCEEDED, Capture, Seen, client_hello, http_request, tcp
 

@@ -8,7 +8,9 @@
 See docs/lab.md for the topology, the techniques and their parameters.
 """
 
-from probe.lab.lab import Handle, Lab, LabError, down, namespaces
+from probe.lab import techniques  # noqa: F401  (registers the techniques Lab.apply looks up)
+from probe.lab.base import Handle, LabError
+from probe.lab.lab import Lab, down, namespaces
 from probe.lab.topology import HOSTS, Host
 
 __all__ = ["HOSTS", "Handle", "Host", "Lab", "LabError", "down", "namespaces"]

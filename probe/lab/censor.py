@@ -23,9 +23,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from probe.httpd import Request, Response, connection_handler, page
 from probe.lab.live import LiveJSON
 from probe.lab.topology import AUTH_DNS, ISP_RESOLVER
+from probe.service.httpd import Request, Response, connection_handler, page
 
 BLOCKPAGE_PORT, REDIRECT_PORT, MITM_PORT = 8080, 8081, 8443
 BLOCKPAGE = (

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from probe.lab import pki, topology
+from probe.lab.base import TECHNIQUES, Handle, LabError, run
 from probe.lab.topology import (
     CLIENT_ADDR,
     CLIENT_GW,
@@ -38,17 +38,6 @@ from probe.lab.topology import (
 
 STATE_ROOT = Path(os.environ.get("PROBE_LAB_STATE", "/run/probe-lab"))
 DEFAULT_RATE = "10gbit"
-
-
-class LabError(RuntimeError):
-    """The lab cannot be built or driven; the message says which command failed and why."""
-
-
-def run(argv: list[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and done.returncode != 0:
-        raise LabError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
-    return done
 
 
 def namespaces(prefix: str) -> list[str]:
@@ -89,18 +78,6 @@ def down(prefix: str) -> None:
         for path in sorted(state.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
         state.rmdir()
-
-
-@dataclass
-class Handle:
-    """One applied technique, with what undoes it."""
-
-    technique: str
-    params: dict[str, Any]
-    undo: list[list[str]] = field(default_factory=list)
-    rules: dict[str, Any] = field(default_factory=dict)  # entries added to rules.json
-    behaviour: dict[str, Any] = field(default_factory=dict)  # entries added to behaviour.json
-    pids: list[int] = field(default_factory=list)
 
 
 class _Down:
@@ -275,8 +252,6 @@ class Lab:
     # -- techniques ----------------------------------------------------------------------
 
     def apply(self, technique: str, **params: Any) -> Handle:
-        from probe.lab.techniques import TECHNIQUES
-
         if technique not in TECHNIQUES:
             raise LabError(f"unknown technique {technique!r} (known: {', '.join(sorted(TECHNIQUES))})")
         handle = Handle(technique, params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe import failures as F
+from probe.core import failures as F
 from probe.lab.lab import Lab
 from probe.lab.topology import CLOUD_SUBNET, SINKHOLE
 

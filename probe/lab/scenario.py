@@ -9,7 +9,7 @@ in each phase, and compares what the probe decided with what the file expects::
     phase      t(s)  target           expected              observed  failure                rule         ok
     cloud-ban  6.2   shop.cloud.test  tcp_ip (tcp_blocked)  tcp_ip    generic_timeout_error  tcp_blocked  yes
 
-The loader works like :mod:`probe.config` (and reuses its node helpers): the
+The loader works like :mod:`probe.core.config` (and reuses its node helpers): the
 YAML is composed into nodes, so every error names the file, line and key::
 
     seeds/x.yaml:14: phases[1] (ban).expect.cloud-a: unknown target 'cloud-a' (this scenario's: ...)
@@ -29,7 +29,7 @@ from typing import IO, Any, Protocol
 
 import yaml
 
-from probe.config import (
+from probe.core.config import (
     SETTINGS,
     TARGET,
     ConfigError,
@@ -47,7 +47,7 @@ from probe.config import (
     read_text,
 )
 
-#: The values a verdict's ``blocking`` can take (probe/verdict.py); None is "inconclusive".
+#: The values a verdict's ``blocking`` can take (probe/analysis/verdict.py); None is "inconclusive".
 BLOCKING_VALUES: tuple[str | bool | None, ...] = (
     False, "dns", "tcp_ip", "tls", "http-failure", "http-diff", "quic", "throttling", None,
 )
@@ -150,7 +150,7 @@ class Scenario:
         return self.phases[-1].lift if self.phases else 0.0
 
 
-# -- Parsers (probe.config's node helpers, plus the scenario-specific ones) --------
+# -- Parsers (probe.core.config's node helpers, plus the scenario-specific ones) --------
 
 
 def _text(node: yaml.Node, where: str, ctx: _Ctx) -> str:
@@ -240,8 +240,8 @@ SCENARIO: Mapping[str, Callable[[yaml.Node, str, _Ctx], Any]] = {
     "description": _text,
     "probe_timeout": _number(5, 600),
     "targets": _list(_name),
-    "target_options": lambda n, w, c: n,  # checked below, against the targets and probe.config.TARGET
-    "probe_settings": lambda n, w, c: n,  # checked with probe.config.SETTINGS
+    "target_options": lambda n, w, c: n,  # checked below, against the targets and probe.core.config.TARGET
+    "probe_settings": lambda n, w, c: n,  # checked with probe.core.config.SETTINGS
     "phases": lambda n, w, c: n,
 }
 
@@ -249,7 +249,7 @@ FIXED_TARGET_KEYS = frozenset({"name", "host", "service", "category", "control"}
 
 
 def _overrides(node: yaml.Node, where: str, ctx: _Ctx, schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Keys of a targets file, validated by probe.config's own parsers, kept as plain YAML values."""
+    """Keys of a targets file, validated by probe.core.config's own parsers, kept as plain YAML values."""
     if not isinstance(node, yaml.MappingNode):
         raise ctx.fail(node, where, f"{_show(node)} is not a mapping")
     _fields(node, where, ctx, schema)  # raises on unknown keys and bad values, naming the line
@@ -284,9 +284,10 @@ def lab_hosts() -> frozenset[str]:
 
 def lab_techniques() -> Mapping[str, Callable[..., Any] | None]:
     """The lab's techniques by name, with the callable whose signature gives the parameters."""
-    from probe.lab import techniques
+    import probe.lab  # noqa: F401  (registers the techniques)
+    from probe.lab.base import TECHNIQUES
 
-    return {name: fn for name, fn in techniques.TECHNIQUES.items()}
+    return dict(TECHNIQUES)
 
 
 def _check_params(step: Step, fn: Callable[..., Any] | None, node: yaml.Node, where: str, ctx: _Ctx) -> None:
@@ -446,7 +447,7 @@ def load(
     path: str | Path, *, hosts: Iterable[str] | None = None,
     techniques: Mapping[str, Callable[..., Any] | None] | Iterable[str] | None = None,
 ) -> Scenario:
-    """Load a scenario file (errors: :class:`probe.config.ConfigError`, naming file, line and key)."""
+    """Load a scenario file (errors: :class:`probe.core.config.ConfigError`, naming file, line and key)."""
     return load_text(read_text(path), str(path), hosts=hosts, techniques=techniques)
 
 

@@ -7,7 +7,7 @@
   (channel pages), ``/upload`` (a sink);
 - QUIC (aioquic) on UDP 443 of the service hosts;
 - the test helper (198.18.30.20), which repeats a connect/handshake from this side
-  of the censor (see probe/helper.py).
+  of the censor (see probe/service/helper.py).
 
 Benign conditions are switched at run time through ``behaviour.json`` in the state
 directory (``slow``: host → seconds of delay; ``expired``: hosts that serve an
@@ -32,9 +32,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from probe.httpd import Request, Response, connection_handler, page
 from probe.lab.live import LiveJSON
 from probe.lab.topology import AUTH_DNS, DOH, HELPER, HOSTS
+from probe.service.httpd import Request, Response, connection_handler, page
 
 LARGE = 64 * 1024 * 1024  # /large is capped by the client's byte budget, not by this
 CHUNK = 16 * 1024
@@ -154,7 +154,7 @@ async def main(state: Path) -> None:
     await loop.create_datagram_endpoint(_DNSUDP, local_addr=(AUTH_DNS, 53))
     servers.append(await asyncio.start_server(_dns_tcp, AUTH_DNS, 53))
     servers.append(await asyncio.start_server(connection_handler(doh_app), DOH, 443, ssl=context))
-    from probe.helper import handle as helper_handle
+    from probe.service.helper import handle as helper_handle
 
     servers.append(await asyncio.start_server(connection_handler(helper_handle(state / "ca.pem")), HELPER, 443,
                                               ssl=context))

@@ -14,14 +14,12 @@ NFQUEUE relay that holds packets.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from probe.lab.base import TECHNIQUES, Handle, LabError, run
 from probe.lab.censor import BLOCKPAGE_PORT, MITM_PORT, REDIRECT_PORT
-from probe.lab.lab import Handle, Lab, LabError, run
+from probe.lab.lab import Lab
 from probe.lab.topology import BOGON, SINKHOLE, host
-
-Technique = Callable[..., None]
 
 
 def _ipt(lab: Lab, handle: Handle, table: str, chain: str, rule: list[str], where: str = "-I") -> None:
@@ -237,8 +235,8 @@ def cert_expired(lab: Lab, handle: Handle, host: str) -> None:
     _behaviour(lab, handle, {"expired": [host]})
 
 
-TECHNIQUES: dict[str, Technique] = {
+TECHNIQUES.update({
     f.__name__: f
     for f in (dns_nxdomain, dns_bogon, dns_inject, ip_drop, ip_reject, sni_rst, sni_drop, http_blockpage, url_block,
               tls_mitm, throttle_sni, shape, udp_block, loss, latency, server_down, server_slow, cert_expired)
-}
+})

@@ -23,15 +23,15 @@ from typing import Any
 
 import pytest
 
-from probe import failures
+from probe.analysis import circumvention as family_verdict
 from probe.circumvention import ANSWERED, BLOCKED, SILENT, dispatch, tor
-from probe.circumvention import verdict as family_verdict
 from probe.circumvention.mtproto import check_mtproto
 from probe.circumvention.openvpn import TLSAuth, check_openvpn
 from probe.circumvention.proxies import check_http_connect, check_socks5
 from probe.circumvention.wireguard import check_wireguard
-from probe.config import Target
-from probe.context import Context
+from probe.core import failures
+from probe.core.config import Target
+from probe.core.context import Context
 from tests.circumvention_servers import (
     MTPROXY_SCRIPT,
     REPO,

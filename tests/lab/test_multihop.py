@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from probe import failures as F
+from probe.core import failures as F
 from probe.lab import Lab
 
 pytestmark = pytest.mark.lab

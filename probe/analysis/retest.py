@@ -1,0 +1,100 @@
+"""Re-tests on a verdict change: the policy, pure. The daemon runs it; bench/events_accuracy.py simulates it.
+
+Why. At a fixed interval the event detector needs 3-5 bad measurements in a row before it can
+tell a blocking from random failures without raising false alarms (docs/design/events.md), so
+an onset is announced 3-5 intervals late. Measuring the target again, a few times and soon,
+exactly when its outcome changes buys that evidence within the same interval, and costs nothing
+while nothing changes.
+
+The rules:
+
+* An *outcome* is what a run's reachability checks concluded: ``"ok"``, the event type of the
+  blocking (``dns``, ``tcp_ip``, ``tls``, ``http``, ...), or None when inconclusive (an outage
+  says nothing, so it is no change either). Throttling counts as ``"ok"``: re-tests do not run
+  the throughput family (it has its own confirmation run), so they could not confirm it.
+* A regular run whose outcome differs from the target's last decisive one gets
+  ``settings.retests`` re-tests, ``settings.retest_spacing`` seconds apart. A target not measured
+  yet counts as ``"ok"`` (the detector's prior assumes so too): one found blocked at start-up is
+  re-tested.
+* Re-tests never trigger re-tests (no cascade), but they do set the last outcome: a random
+  failure whose re-tests pass costs one burst, not a second one when the next run passes.
+* A re-test measures the target without :data:`SKIPPED_CHECKS`; control targets are not
+  re-tested (they say whether the probe's own network works).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from probe.core.config import Target
+
+#: Check families a re-test does not run: the throughput test (expensive, and throttling has
+#: its own confirmation run) and the raw-packet diagnostics (intrusive, evidence only).
+SKIPPED_CHECKS = frozenset({"throughput", "diagnostics"})
+Obs = TypeVar("Obs")
+
+#: Blocking values a re-test cannot see (they come from the skipped families).
+_UNSEEN = frozenset({"throttling"})
+
+
+def outcome_of(blocking: object) -> str | None:
+    """A verdict's ``blocking`` as a re-test decision sees it: "ok", the blocking, or None."""
+    if blocking is None:
+        return None
+    if blocking is False or blocking in _UNSEEN:
+        return "ok"
+    return str(blocking)
+
+
+def retest_target(target: Target) -> Target | None:
+    """The target as a re-test measures it (its reachability checks); None when it is not re-tested."""
+    checks = tuple(c for c in target.checks if c not in SKIPPED_CHECKS)
+    if target.control or not checks:
+        return None
+    return dataclasses.replace(target, checks=checks)
+
+
+class Tracker:
+    """The last decisive outcome of each target; says which runs are a change (to re-test)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+
+    def observe(self, key: str, found: str | None, *, retest: bool = False) -> bool:
+        """Note one run's outcome; True when it is a regular run whose outcome changed."""
+        if found is None:
+            return False
+        previous = self._last.get(key, "ok")
+        self._last[key] = found
+        return not retest and found != previous
+
+    def retain(self, keys: Iterable[str]) -> None:
+        """Forget targets no longer configured."""
+        keep = set(keys)
+        self._last = {k: v for k, v in self._last.items() if k in keep}
+
+
+def simulate(
+    regular: Iterable[tuple[float, Obs]], draw: Callable[[float, float], Obs], outcome: Callable[[Obs], str | None],
+    count: int, spacing: float,
+) -> list[tuple[float, Obs, int]]:
+    """The policy on a synthetic series (bench/events_accuracy.py, tests): what the probe would observe.
+
+    ``regular`` holds the regular runs' (time, observation) in time order; ``outcome`` reads an
+    observation as a run's outcome. After each change, re-test k (1..count) observes
+    ``draw(t, t + k * spacing)``, t being the regular run's time. Returns (time, observation, k), k = 0
+    for a regular run, in time order when ``count * spacing`` is less than the interval.
+    """
+    tracker = Tracker()
+    out: list[tuple[float, Obs, int]] = []
+    for t, seen in regular:
+        out.append((t, seen, 0))
+        if tracker.observe("", outcome(seen)):
+            for k in range(1, count + 1):
+                again = draw(t, t + k * spacing)
+                tracker.observe("", outcome(again), retest=True)
+                out.append((t + k * spacing, again, k))
+    return out

@@ -1,0 +1,706 @@
+"""The continuous probe: a scheduler, a worker pool, the store, and ``/metrics``.
+
+Scheduling. Each target has fixed slots ``start + k × interval`` (``target.interval``
+or ``settings.interval``); a run is planned at its slot plus a random offset in
+``[0, jitter × interval)``, so runs spread out evenly from the first slot on but
+never drift from the grid (control targets' first run is immediate). One
+dispatcher coroutine pops due runs from a heap (O(log n) per run, no task per
+target, nothing awake between runs) and hands them to a fixed pool of
+``settings.concurrency`` workers through a queue. A target still running at its
+next slot skips that slot (counted); a daemon that stalled skips missed slots
+instead of bursting to catch up. Control targets run first, so that verdicts know
+whether the probe's own network works.
+
+Re-tests (:mod:`probe.analysis.retest`). When a regular run's outcome changes (good to bad or back),
+the target is measured again ``settings.retests`` times, ``settings.retest_spacing`` seconds
+apart, with its reachability checks only, so that the event detector gets the few measurements
+it needs within the interval instead of over the next ones. A burst runs in its own task on a
+few slots of its own (never a worker a regular run waits for); a re-test starts only if its
+whole budget fits before the target's next regular run, and that run cancels what is left.
+Re-tests never trigger re-tests. Their records are marked (``test_keys.retest_of``, ``retest``).
+
+Results. Every run's records go to the store as soon as the run ends, and to the
+metrics state (:mod:`probe.service.metrics`). Store calls run in one writer thread, never on
+the event loop: a batch commit fsyncs (``synchronous=FULL``), and an fsync that takes
+seconds on a busy disk would otherwise freeze every worker and fire their timers
+(false timeouts, then control checks, then a backlog). ``probe_event_loop_lag_seconds``
+shows any stall that remains. Each stage has its own timeout inside the
+checks; a run also has an overall budget derived from them, as a safety net.
+
+Signals. SIGHUP reloads the targets file: an invalid file keeps the running
+configuration, logs the error and sets ``probe_config_last_reload_successful`` to 0.
+SIGTERM/SIGINT stop scheduling, let in-flight runs finish for up to ``grace``
+seconds, cancel the rest, flush the store and return 0.
+
+Logs are one JSON object per line. They name targets, never addresses: exception
+text goes through ``failures.scrub``, and the probe never learns its public IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import importlib
+import json
+import logging
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from probe.analysis.retest import Tracker, outcome_of, retest_target
+from probe.analysis.verdict import Controls
+from probe.core import config as config_mod
+from probe.core import failures
+from probe.core.config import Config, ConfigError, Target
+from probe.core.context import Context
+from probe.core.records import Event, Verdict, mark_retest
+from probe.service.metrics import MetricsState, registry_for, render
+
+log = logging.getLogger("probe.service.daemon")
+
+MAX_PROBE_REQUESTS = 4  # concurrent /probe requests; more get 503
+FLUSH_EVERY = 5.0  # seconds between store flushes when idle
+LOOP_TICK = 0.25  # seconds between event-loop stall samples
+
+
+class Outcome(Protocol):
+    """What a measure function returns (``probe.pipeline.TargetOutcome``)."""
+
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def verdict(self) -> Verdict: ...
+
+    def records(self, meta: Any) -> list[dict[str, Any]]: ...
+
+
+Measure = Callable[[Target, Context, Controls], Awaitable[Outcome]]
+Detect = Callable[[Sequence[Mapping[str, Any]]], Iterable[Event]]
+
+
+class StoreLike(Protocol):
+    def append(self, records: Iterable[dict[str, Any]]) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def save_events(self, events: Iterable[Event]) -> None: ...
+
+
+# -- Logging ---------------------------------------------------------------------------
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, msg, then the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            data["error"] = failures.scrub(f"{type(exc).__name__}: {exc}")
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def setup_logging(level: int = logging.INFO, stream: Any = None) -> None:
+    """Route the ``probe`` loggers to one-line JSON on stderr (idempotent)."""
+    root = logging.getLogger("probe")
+    for handler in list(root.handlers):
+        if getattr(handler, "_probe_json", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JSONFormatter())
+    handler._probe_json = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _log(level: int, msg: str, **fields: Any) -> None:
+    log.log(level, msg, extra={"fields": fields})
+
+
+# -- Helpers ----------------------------------------------------------------------------
+
+
+def load_measure(spec: str | None) -> Measure:
+    """``module:function`` (for tests and benchmarks), or the real pipeline."""
+    if not spec:
+        from probe.pipeline import measure_target
+
+        return measure_target
+    module, _, name = spec.partition(":")
+    fn: Measure = getattr(importlib.import_module(module), name or "measure_target")
+    return fn
+
+
+def run_budget(target: Target, settings: config_mod.Settings) -> float:
+    """An upper bound for one target's run, from the per-stage timeouts (a safety net)."""
+    t = settings.timeouts
+    budget = 2 * t.dns + 2 * t.connect + 3 * t.tls + 2 * t.http * max(1, len(target.urls)) + 5.0
+    if "throughput" in target.checks:
+        budget += 4 * (t.throughput + settings.throughput_max_seconds)
+    if {"quic", "diagnostics", "circumvention"} & set(target.checks):
+        budget += 30.0
+    return budget
+
+
+def default_detector() -> Detect:
+    """``probe.analysis.events.RecordDetector``: fed each run's records, returns the events it opened,
+    updated or closed."""
+    from probe.analysis.events import RecordDetector
+
+    return RecordDetector().feed
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+# -- The scheduler ------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    target: Target
+    interval: float
+    phase: float  # monotonic time of slot 0
+    gen: int
+    slot: int = 0
+    next_at: float = 0.0  # when its next regular run is planned
+
+
+@dataclass(frozen=True)
+class _Retest:
+    of: str  # id of the verdict that changed
+    k: int  # 1..settings.retests
+
+
+@dataclass
+class Daemon:
+    """One probe daemon; :meth:`run` until :meth:`stop` (or SIGTERM)."""
+
+    config: Config
+    ctx: Context
+    measure: Measure
+    store: StoreLike | None = None
+    state: MetricsState = field(default_factory=MetricsState)
+    grace: float = 10.0
+    detect: Detect | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    monotonic: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = 0
+        self._gen = 0
+        self._jobs: dict[str, _Job] = {}
+        self._running: set[str] = set()  # names measuring or queued: never twice at once
+        self._controls: dict[str, bool | None] = {}
+        self._outcomes = Tracker()  # what each target's last decisive run found (re-test on a change)
+        self._retests: dict[str, asyncio.Task[None]] = {}  # target -> its burst of re-tests
+        self._retest_slots: asyncio.Semaphore | None = None
+        self._events: dict[str, Event] = {}
+        self._queue: asyncio.Queue[tuple[float, _Job]] | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._in_flight = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._probe_slots = threading.BoundedSemaphore(MAX_PROBE_REQUESTS)
+        self._writer: ThreadPoolExecutor | None = None
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _interval(self, target: Target) -> float:
+        return target.interval or self.config.settings.interval
+
+    def _schedule_new(self, target: Target, now: float, first_delay: float | None = None) -> None:
+        self._gen += 1
+        interval = self._interval(target)
+        if first_delay is None:
+            first_delay = 0.0 if target.control else self.rng.uniform(0, self.config.settings.jitter * interval)
+        job = _Job(target, interval, phase=now, gen=self._gen)
+        self._jobs[target.name] = job
+        self._push(now + first_delay, job)
+
+    def _push(self, when: float, job: _Job) -> None:
+        self._seq += 1
+        job.next_at = when
+        heapq.heappush(self._heap, (when, self._seq, job.target.name, job.gen))
+
+    def _apply(self, new: Config, now: float) -> None:
+        old_targets = {name: job.target for name, job in self._jobs.items()}
+        self.config = new
+        for target in new.targets:
+            job = self._jobs.get(target.name)
+            if job is not None and old_targets[target.name] == target and job.interval == self._interval(target):
+                continue
+            self._schedule_new(target, now)
+        names = {t.name for t in new.targets}
+        for name in [n for n in self._jobs if n not in names]:
+            del self._jobs[name]
+        self._controls = {n: v for n, v in self._controls.items() if n in names}
+        self._outcomes.retain(names)
+        self.state.set_targets((t.name, t.service, self._interval(t)) for t in new.targets)
+
+    def reload(self) -> bool:
+        """Re-read the targets file; keep the running configuration if it is invalid."""
+        path = self.config.path
+        try:
+            new = config_mod.load(path)
+        except ConfigError as exc:
+            self.state.set_reload(False)
+            _log(logging.ERROR, "reload failed, keeping the running configuration", error=str(exc))
+            return False
+        old = self.config.settings
+        for key in ("concurrency", "listen", "store"):
+            if getattr(old, key) != getattr(new.settings, key):
+                _log(logging.WARNING, "setting changes need a restart", setting=key)
+        self.ctx = dataclasses.replace(self.ctx, settings=new.settings)
+        self._apply(new, self.monotonic())
+        self.state.set_reload(True)
+        _log(logging.INFO, "configuration reloaded", targets=len(new.targets))
+        if self._wake is not None:
+            self._wake.set()
+        return True
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self, *, install_signals: bool = True, ready: Callable[[], None] | None = None) -> int:
+        """Schedule until stopped; returns the exit code (0)."""
+        self.loop = asyncio.get_running_loop()
+        from probe.pipeline import prepare
+
+        await prepare(self.config.targets)  # heavy optional imports now, not mid-run
+        self._queue = asyncio.Queue()
+        self._wake, self._stopping, self._idle = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._idle.set()
+        self._retest_slots = asyncio.Semaphore(max(1, self.config.settings.concurrency // 4))
+        self.state.set_reload(True)
+        self._apply(self.config, self.monotonic())
+        if self.store is not None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-store")
+        if install_signals:
+            self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self.stop)
+        workers = [asyncio.create_task(self._worker(), name=f"worker-{i}")
+                   for i in range(self.config.settings.concurrency)]
+        dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
+        flusher = asyncio.create_task(self._flush_loop(), name="flusher")
+        monitor = asyncio.create_task(self._loop_monitor(), name="loop-monitor")
+        _log(logging.INFO, "daemon started", targets=len(self._jobs),
+             concurrency=self.config.settings.concurrency)
+        if ready is not None:
+            ready()
+        try:
+            await self._stopping.wait()
+        finally:
+            monitor.cancel()
+            await self._shutdown(dispatcher, flusher, workers)
+            if install_signals:
+                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                    self.loop.remove_signal_handler(sig)
+        return 0
+
+    def stop(self) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            _log(logging.INFO, "stopping", in_flight=self._in_flight, grace_seconds=self.grace)
+            self._stopping.set()
+
+    async def _shutdown(self, dispatcher: asyncio.Task[None], flusher: asyncio.Task[None],
+                        workers: list[asyncio.Task[None]]) -> None:
+        dispatcher.cancel()
+        flusher.cancel()
+        assert self._queue is not None
+        assert self._idle is not None
+        while not self._queue.empty():  # runs not started yet are dropped
+            _, job = self._queue.get_nowait()
+            self._running.discard(job.target.name)
+        finished = True
+        if self._in_flight:
+            try:
+                async with asyncio.timeout(self.grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                finished = False
+        cancelled = self._in_flight
+        bursts = list(self._retests.values())
+        for task in (*workers, *bursts):
+            task.cancel()
+        await asyncio.gather(dispatcher, flusher, *workers, *bursts, return_exceptions=True)
+        if self._writer is not None:  # every write handed over so far lands before the close
+            await asyncio.to_thread(self._writer.shutdown, True)
+            self._writer = None
+        if self.store is not None:
+            try:
+                self.store.close()  # flushes
+            except Exception:  # noqa: BLE001 - reported, exit stays clean
+                log.exception("store close failed", extra={"fields": {}})
+        _log(logging.INFO, "daemon stopped", in_flight_finished=finished, cancelled=cancelled)
+
+    async def _dispatch(self) -> None:
+        assert self._queue is not None
+        assert self._wake is not None
+        while True:
+            now = self.monotonic()
+            while self._heap and self._heap[0][0] <= now:
+                planned, _, name, gen = heapq.heappop(self._heap)
+                job = self._jobs.get(name)
+                if job is None or job.gen != gen:
+                    continue  # removed or rescheduled by a reload
+                self._plan_next(job, now)
+                if name in self._running:
+                    self.state.update_health(_inc_skipped)
+                    continue
+                self._cancel_retests(name)  # its regular run is due: re-tests never delay or overlap it
+                self._running.add(name)
+                self._queue.put_nowait((planned, job))
+            self._set_depth()
+            self._wake.clear()
+            delay = self._heap[0][0] - self.monotonic() if self._heap else 3600.0
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+
+    def _set_depth(self) -> None:
+        depth = self._queue.qsize() if self._queue is not None else 0
+        self.state.update_health(lambda h: setattr(h, "queue_depth", depth))
+
+    def _plan_next(self, job: _Job, now: float) -> None:
+        job.slot += 1
+        slot_start = job.phase + job.slot * job.interval
+        if slot_start + job.interval <= now:  # stalled: skip whole missed slots
+            missed = int((now - slot_start) // job.interval)
+            job.slot += missed
+            self.state.update_health(lambda h: setattr(h, "skipped", h.skipped + missed))
+            slot_start = job.phase + job.slot * job.interval
+        self._push(slot_start + self.rng.uniform(0, self.config.settings.jitter * job.interval), job)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            self._flush()
+
+    async def _loop_monitor(self) -> None:
+        """Sample how late a timer fires: the time the loop was blocked."""
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(LOOP_TICK)
+            late = max(0.0, time.perf_counter() - start - LOOP_TICK)
+            self.state.update_health(lambda h, late=late: h.loop_lag.observe(late))  # type: ignore[misc]
+
+    def _flush(self) -> None:
+        if self.store is not None:
+            self._store_call("store flush failed", self.store.flush)
+
+    def _store_call(self, what: str, fn: Callable[..., None], *args: Any, records: int = 0) -> None:
+        """Run one store call in the writer thread (in order); failures are counted and logged there."""
+        def call() -> None:
+            start = time.perf_counter()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - counted and logged; measuring goes on, the store retries
+                self.state.update_health(_inc_store_errors)
+                log.exception(what, extra={"fields": {}})
+            else:
+                if records:
+                    self.state.update_health(lambda h: setattr(h, "records_written", h.records_written + records))
+            finally:
+                elapsed = time.perf_counter() - start
+
+                def done(h: Any) -> None:
+                    h.store_pending -= 1
+                    h.store_seconds.observe(elapsed)
+
+                self.state.update_health(done)
+
+        self.state.update_health(lambda h: setattr(h, "store_pending", h.store_pending + 1))
+        if self._writer is None:  # not running (tests calling _handle directly): write inline
+            call()
+        else:
+            self._writer.submit(call)
+
+    def _network_ok(self) -> bool | None:
+        values = list(self._controls.values())
+        return any(bool(v) for v in values) if values else None
+
+    async def _worker(self) -> None:
+        assert self._queue is not None
+        while True:
+            planned, job = await self._queue.get()
+            self._set_depth()
+            lag = max(0.0, self.monotonic() - planned)
+            self.state.update_health(lambda h, lag=lag: h.lag.observe(lag))  # type: ignore[misc]
+            try:
+                await self._run_one(job.target)
+            finally:
+                self._running.discard(job.target.name)
+
+    async def _run_one(self, target: Target, retest: _Retest | None = None) -> None:
+        assert self._idle is not None
+        self._in_flight += 1
+        self._idle.clear()
+        self.state.update_health(lambda h: setattr(h, "in_flight", self._in_flight))
+        result = "ok"
+        try:
+            controls = Controls(network_ok=None if target.control else self._network_ok())
+            async with asyncio.timeout(run_budget(target, self.ctx.settings)):
+                outcome = await self.measure(target, self.ctx, controls)
+            self._handle(outcome, retest)
+        except TimeoutError:
+            result = "timeout"
+            _log(logging.WARNING, "run exceeded its budget", target=target.name)
+        except asyncio.CancelledError:
+            result = "error"
+            raise
+        except Exception:  # noqa: BLE001 - one target's bug must not stop the daemon
+            result = "error"
+            log.exception("run failed", extra={"fields": {"target": target.name}})
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+            def done(h: Any) -> None:
+                h.in_flight = self._in_flight
+                h.measurements[result] = h.measurements.get(result, 0) + 1
+
+            self.state.update_health(done)
+
+    def _handle(self, outcome: Outcome, retest: _Retest | None = None) -> None:
+        target = outcome.target
+        records = outcome.records(self.ctx.meta)
+        if retest is not None:
+            records = mark_retest(records, retest.of, retest.k)
+        if target.control:
+            self._controls[target.name] = outcome.verdict.accessible
+        if self.store is not None:
+            self._store_call("store write failed", self.store.append, records, records=len(records))
+        if target.name in self._jobs:  # not removed by a reload meanwhile
+            self.state.observe(records)
+        self._detect(records)
+        v = outcome.verdict
+        _log(logging.INFO, "measured", target=target.name, service=target.service, accessible=v.accessible,
+             blocking=v.blocking, rule=v.rule, failure=failures.metric_label(v.failure), checks=len(records) - 1,
+             **({"retest": retest.k} if retest is not None else {}))
+        if self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None):
+            self._start_retests(target, v.id)
+
+    # -- re-tests on a verdict change (probe.analysis.retest) ------------------------------------------
+
+    def _start_retests(self, target: Target, of: str) -> None:
+        """A regular run's outcome changed: measure the target again, a few times, before its next run."""
+        job = self._jobs.get(target.name)
+        retarget = retest_target(target)
+        settings = self.config.settings
+        if job is None or retarget is None or settings.retests == 0 or self._stopping is None \
+                or self._stopping.is_set():
+            return
+        self._cancel_retests(target.name)
+        _log(logging.INFO, "verdict changed, re-testing", target=target.name, retests=settings.retests)
+        task = asyncio.create_task(self._retest_burst(job, retarget, of, settings.retests, settings.retest_spacing),
+                                   name=f"retest-{target.name}")
+        self._retests[target.name] = task
+
+        def forget(done: asyncio.Task[None], name: str = target.name) -> None:
+            if self._retests.get(name) is done:
+                del self._retests[name]
+
+        task.add_done_callback(forget)
+
+    def _cancel_retests(self, name: str) -> None:
+        task = self._retests.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def _retest_burst(self, job: _Job, target: Target, of: str, count: int, spacing: float) -> None:
+        """Re-test k starts ``spacing`` after the previous run ended, on one of a few re-test slots (never
+        a worker a regular run waits for), and only if its whole budget fits before the target's next
+        regular run; the rest of the burst is dropped otherwise."""
+        assert self._stopping is not None
+        assert self._retest_slots is not None
+        done = 0
+        try:
+            for k in range(1, count + 1):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(spacing):
+                        await self._stopping.wait()
+                async with self._retest_slots:
+                    fits = self.monotonic() + run_budget(target, self.ctx.settings) <= job.next_at
+                    if self._stopping.is_set() or self._jobs.get(job.target.name) is not job or not fits:
+                        return
+                    await self._run_one(target, _Retest(of, k))
+                done = k
+                self.state.update_health(lambda h: _inc_retests(h, "run", 1))
+        finally:
+            self.state.update_health(lambda h: _inc_retests(h, "dropped", count - done))
+
+    def _detect(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if self.detect is None:
+            return
+        try:
+            changed = list(self.detect(records))
+        except Exception:  # noqa: BLE001 - detection is optional; measuring goes on
+            log.exception("event detection failed", extra={"fields": {}})
+            return
+        if not changed:
+            return
+        for event in changed:
+            self._events[event.id] = event
+            _log(logging.WARNING if event.ongoing else logging.INFO,
+                 "event started" if event.ongoing else "event ended",
+                 target=event.target, type=event.type, check=event.check, confidence=event.confidence)
+        if self.store is not None:
+            self._store_call("saving events failed", self.store.save_events, changed)
+        self.state.set_events(self._events.values())
+        self._events = {k: e for k, e in self._events.items() if e.ongoing}
+
+    # -- /probe -------------------------------------------------------------------------
+
+    def probe_target(self, name: str, timeout: float | None = None) -> bytes:
+        """Measure one target now (from the HTTP thread); its metrics in a fresh registry."""
+        target = next((t for t in self.config.targets if t.name == name), None)
+        if target is None:
+            raise KeyError(name)
+        if self.loop is None:
+            raise RuntimeError("the daemon is not running yet")
+        budget = run_budget(target, self.ctx.settings)
+        state = MetricsState()
+        start = time.perf_counter()
+
+        async def once() -> Outcome:
+            async with asyncio.timeout(budget):
+                return await self.measure(target, self.ctx, Controls(network_ok=self._network_ok()))
+
+        success = 0.0
+        try:
+            outcome = asyncio.run_coroutine_threadsafe(once(), self.loop).result(timeout or budget + 5)
+            state.observe(outcome.records(self.ctx.meta))
+            success = 1.0 if outcome.verdict.accessible else 0.0
+        except Exception:  # noqa: BLE001 - reported as probe_success 0, like blackbox_exporter
+            log.exception("on-demand probe failed", extra={"fields": {"target": name}})
+        registry = registry_for(state, daemon=False, process=False)
+        registry.register(_ProbeSummary(success, time.perf_counter() - start))
+        return render(state, registry=registry)
+
+
+def _inc_skipped(h: Any) -> None:
+    h.skipped += 1
+
+
+def _inc_store_errors(h: Any) -> None:
+    h.store_write_errors += 1
+
+
+def _inc_retests(h: Any, result: str, n: int) -> None:
+    h.retests[result] = h.retests.get(result, 0) + n
+
+
+class _ProbeSummary(Collector):
+    """blackbox_exporter's two headline series for a /probe answer."""
+
+    def __init__(self, success: float, duration: float) -> None:
+        self.success, self.duration = success, duration
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("probe_success", "1 if the target was accessible.", value=self.success)
+        yield GaugeMetricFamily("probe_duration_seconds", "How long the on-demand probe took.", value=self.duration)
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+def wsgi_app(daemon: Daemon) -> Callable[..., Iterable[bytes]]:
+    registry = registry_for(daemon.state)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            body = render(daemon.state, registry=registry)
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+            return [body]
+        if path == "/probe":
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            name = (query.get("target") or [""])[0]
+            if not daemon._probe_slots.acquire(blocking=False):
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"too many concurrent /probe requests\n"]
+            try:
+                body = daemon.probe_target(name)
+            except KeyError:
+                start_response("400 Bad Request", [("Content-Type", "text/plain")])
+                return [f"unknown target {name!r}\n".encode()]
+            finally:
+                daemon._probe_slots.release()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+            return [body]
+        if path in ("/-/healthy", "/-/ready"):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"OK\n"]
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html")])
+            return [b"<html><body><h1>probe</h1><p><a href='/metrics'>/metrics</a> "
+                    b"&middot; /probe?target=NAME</p></body></html>"]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    return app
+
+
+def start_http(daemon: Daemon, listen: str) -> tuple[WSGIServer, threading.Thread]:
+    """Serve /metrics and /probe on ``listen`` (HOST:PORT) from a background thread."""
+    host, port = parse_listen(listen)
+    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+    server = make_server(host, port, wsgi_app(daemon), server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
+                              name="metrics-http")
+    thread.start()
+    return server, thread

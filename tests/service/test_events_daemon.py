@@ -1,0 +1,40 @@
+"""RecordDetector: the daemon's run-by-run interface to the event detector."""
+
+from __future__ import annotations
+
+from probe.analysis.events import RecordDetector
+from probe.core.records import ProbeMeta, Verdict, verdict_record
+
+META = ProbeMeta(probe_id="p1")
+T0, STEP = 1_790_000_000.0, 300.0
+
+
+def _run(i: int, blocking: object) -> list[dict[str, object]]:
+    accessible = blocking is False
+    return [verdict_record(Verdict("tg", "telegram", "messaging", accessible, blocking, "r", "x", T0 + i * STEP),
+                           META)]
+
+
+def test_onset_then_lift_one_run_at_a_time() -> None:
+    detector = RecordDetector()
+    timeline = [False] * 30 + ["tcp_ip"] * 12 + [False] * 40
+    seen: dict[str, object] = {}
+    first_report_at = None
+    for i, blocking in enumerate(timeline):
+        for event in detector.feed(_run(i, blocking)):
+            seen[event.id] = event
+            first_report_at = first_report_at if first_report_at is not None else i
+    assert len(seen) == 1
+    event = next(iter(seen.values()))
+    assert event.type == "tcp_ip" and event.target == "tg" and event.probe_id == "p1"  # type: ignore[attr-defined]
+    assert event.start_low == T0 + 29 * STEP and event.start_high == T0 + 30 * STEP  # type: ignore[attr-defined]
+    assert event.end_time is not None  # type: ignore[attr-defined]
+    assert T0 + 41 * STEP <= event.end_time <= T0 + 42 * STEP  # type: ignore[attr-defined]
+    assert first_report_at is not None and first_report_at <= 30 + 5  # reported while ongoing
+
+
+def test_outages_and_noise_open_nothing() -> None:
+    detector = RecordDetector()
+    timeline = [False] * 20 + [None] * 10 + [False] * 10 + ["dns"] + [False] * 30
+    touched = [e for i, b in enumerate(timeline) for e in detector.feed(_run(i, b))]
+    assert touched == []
