@@ -6,6 +6,8 @@ are read and inflated by zlib with ``max_length``: a stage never produces more t
 bytes still wanted, so memory is bounded by the cap whatever the compression ratio, for
 gzip, deflate and stacked codings (``Content-Encoding: gzip, gzip``). A coding we do not
 decode (br, zstd, ...) is kept as received, as httpx does; we only ask for gzip and deflate.
+
+:func:`send_streamed` also tells a reply without a status line (HTTP/0.9) from a silent close.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+
+from probe.core import failures
 
 ACCEPT_ENCODING = "gzip, deflate"
 MAX_CODINGS = 4  # stacked content codings decoded; more is a decoding error
@@ -82,6 +87,48 @@ def _pull(stages: list[_Inflate], limit: int) -> bytes:
         if not more:
             return b""
         last.feed(more)
+
+
+class _Received:
+    """Counts the bytes the HTTP layer read, through httpcore's ``trace`` extension.
+
+    The TCP stream is counted until TLS starts; then only the TLS stream (the
+    handshake's bytes are not an HTTP reply).
+    """
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        self.bytes = 0
+        stream = info["return_value"]
+        read = stream.read
+
+        async def counted(max_bytes: int, timeout: float | None = None) -> bytes:
+            data: bytes = await read(max_bytes, timeout)
+            self.bytes += len(data)
+            return data
+
+        stream.read = counted
+
+
+async def send_streamed(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """``client.send(request, stream=True)``, telling a reply without a status line from a silent close.
+
+    httpcore says "disconnected without sending a response" even when bytes came: a reply
+    with no status line (HTTP/0.9, another protocol) is a protocol error, not an EOF.
+    """
+    received = _Received()
+    request.extensions = {**request.extensions, "trace": received}
+    try:
+        return await client.send(request, stream=True)
+    except httpx.RemoteProtocolError as exc:
+        if received.bytes and failures.classify(exc) == failures.EOF_ERROR:
+            raise failures.ProbeError(failures.HTTP_PROTOCOL_ERROR, "http_round_trip",
+                                      "a reply without an HTTP status line") from exc
+        raise
 
 
 async def read_capped(response: httpx.Response, cap: int) -> Body:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from probe.checks.body import ACCEPT_ENCODING, read_capped
+from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
@@ -41,7 +41,7 @@ async def ask(
             request = client.build_request("POST", helper.rstrip("/") + "/check",
                                            json={"address": address, "port": port, "sni": sni},
                                            headers={"accept-encoding": ACCEPT_ENCODING})
-            response = await client.send(request, stream=True)
+            response = await send_streamed(client, request)
             try:
                 answer = await read_capped(response, MAX_ANSWER)
             finally:

@@ -26,7 +26,7 @@ import dns.rdatatype
 import dns.resolver
 import httpx
 
-from probe.checks.body import ACCEPT_ENCODING, read_capped
+from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.config import ResolverSpec, is_ip
@@ -131,7 +131,7 @@ async def _doh(query: dns.message.Message, spec: ResolverSpec, ctx: Context, tim
             headers={"content-type": "application/dns-message", "accept": "application/dns-message",
                      "accept-encoding": ACCEPT_ENCODING},
         )
-        response = await client.send(request, stream=True)
+        response = await send_streamed(client, request)
         try:
             body = await read_capped(response, MAX_MESSAGE)  # a DNS message is at most 64 KiB
         finally:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from probe.analysis import blockpages
-from probe.checks.body import ACCEPT_ENCODING, read_capped
+from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
@@ -58,31 +57,6 @@ def page_title(body: bytes) -> str | None:
     return " ".join(body[close + 1 : end].decode("utf-8", "replace").split())[:200]
 
 
-class _Received:
-    """Counts the bytes the HTTP layer read, through httpcore's ``trace`` extension.
-
-    The TCP stream is counted until TLS starts; then only the TLS stream (the
-    handshake's bytes are not an HTTP reply).
-    """
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            return
-        self.bytes = 0
-        stream = info["return_value"]
-        read = stream.read
-
-        async def counted(max_bytes: int, timeout: float | None = None) -> bytes:
-            data: bytes = await read(max_bytes, timeout)
-            self.bytes += len(data)
-            return data
-
-        stream.read = counted
-
-
 def _at_address(url: str, address: str | None) -> str:
     if address is None:
         return url
@@ -108,7 +82,6 @@ async def fetch(
     start, t0 = ctx.clock(), ctx.monotonic()
     details = HTTPDetails(url=url, address=address)
     failure: str | None = None
-    received = _Received()
     timeout = httpx.Timeout(
         settings.timeouts.http, connect=settings.timeouts.connect, pool=settings.timeouts.connect
     )
@@ -125,17 +98,13 @@ async def fetch(
                 _at_address(url, address),
                 headers={"Host": parts.netloc, "User-Agent": settings.user_agent, "Accept": "*/*",
                          "Accept-Encoding": ACCEPT_ENCODING},
-                extensions={"trace": received, **({"sni_hostname": host} if https else {})},
+                extensions={"sni_hostname": host} if https else {},
             )
             details = await asyncio.wait_for(
                 _round_trip(client, request, details, settings.http_max_body, https and verify), settings.timeouts.http
             )
     except Exception as exc:  # noqa: BLE001 - classified
         failure = failures.classify(exc)
-        if failure == failures.EOF_ERROR and received.bytes:
-            # httpcore says "disconnected without sending a response" even when bytes came:
-            # a reply with no status line (HTTP/0.9, garbage) is a protocol error, not an EOF.
-            failure = failures.HTTP_PROTOCOL_ERROR
     operation = None
     if failure is not None:
         operation = "tls_handshake" if failure.startswith("ssl_") else "http_round_trip"
@@ -157,7 +126,7 @@ async def fetch(
 async def _round_trip(
     client: httpx.AsyncClient, request: httpx.Request, details: HTTPDetails, cap: int, verified: bool
 ) -> HTTPDetails:
-    response = await client.send(request, stream=True)
+    response = await send_streamed(client, request)
     try:
         body = await read_capped(response, cap)
     finally:
