@@ -15,13 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from probe.analysis import blockpages
+from probe.analysis.blockpages import SCAN_BYTES, page_title  # page_title: here too, for the checks' users
 from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
 from probe.core.records import CheckResult, Role
 
-TITLE_SCAN = 65536  # bytes of a page searched for its title and for block-page fingerprints
 _KEPT_HEADERS = 32  # headers recorded; the rest are counted, not kept
 
 
@@ -40,21 +40,6 @@ class HTTPDetails:
     title: str | None = None
     blockpage: str | None = None
     tls_verified: bool = False
-
-
-def page_title(body: bytes) -> str | None:
-    """The first ``<title>`` of a page's first 64 KiB, whitespace folded, at most 200 characters.
-
-    Safe on hostile bytes: three ``find`` calls, linear in the scanned prefix (a
-    backtracking regex took 5 s on a page of repeated ``<title>`` tags, on the event loop).
-    """
-    head = body[:TITLE_SCAN].lower()  # ASCII-only lowering keeps byte offsets
-    start = head.find(b"<title")
-    close = head.find(b">", start) if start != -1 else -1
-    end = head.find(b"</title", close) if close != -1 else -1
-    if end == -1:
-        return None
-    return " ".join(body[close + 1 : end].decode("utf-8", "replace").split())[:200]
 
 
 def _at_address(url: str, address: str | None) -> str:
@@ -146,6 +131,6 @@ async def _round_trip(
         body_truncated=body.truncated,
         body_sha256=body.sha256,
         title=title,
-        blockpage=blockpages.match(body.data[:TITLE_SCAN].decode("utf-8", "replace"), title, location, headers),
+        blockpage=blockpages.match(body.data[:SCAN_BYTES].decode("utf-8", "replace"), title, location, headers),
         tls_verified=verified,
     )

@@ -127,3 +127,14 @@ async def test_over_tls_too(ctx: Context, good_tls: ssl.SSLContext, app: Handler
     assert result.failure == failure
     if failure is None:
         assert result.details.body_truncated and result.details.body_length == ctx.settings.http_max_body
+
+
+def test_the_diagnostics_page_parser_is_linear_too() -> None:
+    # probe/diagnostics/localise.py ran the same backtracking title regex after every read.
+    from probe.diagnostics.localise import response_outcome
+    from tests.loopback import BLOCKPAGE
+
+    t0 = time.perf_counter()
+    assert response_outcome(b"HTTP/1.1 200 OK\r\n\r\n" + TITLES_PAGE, "http") == "response"
+    assert time.perf_counter() - t0 < 0.5
+    assert response_outcome(b"HTTP/1.1 200 OK\r\n\r\n" + BLOCKPAGE.encode(), "http") == "blockpage"
