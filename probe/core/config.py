@@ -543,6 +543,11 @@ def compose(text: str, path: str) -> yaml.Node:
     return root
 
 
+def load_yaml(path: str | Path) -> Any:
+    """Any other YAML file the probe reads (a secrets file), as plain data, within the same limits."""
+    return _plain(compose(read_text(path), str(path)))
+
+
 def load_text(text: str, path: str = "<string>") -> Config:
     """Parse and validate a targets document."""
     ctx = _Ctx(path)

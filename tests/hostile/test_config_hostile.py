@@ -70,3 +70,17 @@ def test_sighup_with_each_bad_file_keeps_measuring_and_sets_the_metric_to_0(tmp_
     for name in BAD_FILES:
         assert any(BAD_FILES[name][1] in line for line in failed), name
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_circumvention_secret_files_have_the_same_limits(name: str, tmp_path: Path) -> None:
+    # A secrets_file went through yaml.safe_load (an alias bomb built its billions of strings) and
+    # a file: value through read_text (a FIFO blocked the measurement forever).
+    from probe.circumvention.dispatch import resolve_options
+
+    path = write_bad(name, tmp_path)
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        resolve_options({"secrets_file": str(path)})
+    if name in ("fifo", "five-mb"):
+        with pytest.raises(ValueError, match=BAD_FILES[name][1]):
+            resolve_options({"tls_auth": f"file:{path}"})
