@@ -12,6 +12,7 @@ import contextlib
 import socket
 import struct
 import zlib
+from collections.abc import Awaitable, Callable
 from functools import cache
 
 import dns.message
@@ -62,6 +63,9 @@ ROUTES = {
     "/codings": "ten stacked content codings",
     "/http09": "an HTTP/0.9 reply: a page with no status line, then close",
     "/garbage-status": "a status line that is not HTTP",
+    "/bad-chunked": "a chunked body whose chunk size is not hex",
+    "/huge-header": "one 100 KB header line",
+    "/short-body": "Content-Length: 100000, then 10 bytes and close",
 }
 
 
@@ -100,6 +104,15 @@ async def hostile_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             await writer.drain()
         elif path == "/garbage-status":
             writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+            await writer.drain()
+        elif path == "/bad-chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+            await writer.drain()
+        elif path == "/huge-header":
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        elif path == "/short-body":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
             await writer.drain()
     except Exception:  # noqa: BLE001 - the client went away; nothing to do
         pass
@@ -160,3 +173,30 @@ class StrayDNSServer:
             reply = dns_response(data, tcp=False)
             if reply is not None:
                 self.sock.sendto(reply, client)
+
+
+# -- DNS over TCP: replies that are not the answer ------------------------------------------
+
+TCP_DNS_MODES = ("wrong-id", "garbage", "short")
+
+
+def tcp_dns_app(mode: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A DNS-over-TCP server that answers every query with a reply of the given kind of wrong."""
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            size = struct.unpack("!H", await reader.readexactly(2))[0]
+            query = await reader.readexactly(size)
+            if mode == "wrong-id":
+                reply = _forged(query, other_id=True)
+            elif mode == "garbage":
+                reply = b"\x00\x01garbage that is not a DNS message"
+            else:
+                reply = b""  # announce 65535 bytes, send none, close
+                writer.write(struct.pack("!H", 65535))
+            if reply:
+                writer.write(struct.pack("!H", len(reply)) + reply)
+            await writer.drain()
+        writer.close()
+
+    return app

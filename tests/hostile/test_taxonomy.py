@@ -11,7 +11,7 @@ from probe.core.config import parse_resolver
 from probe.core.context import Context
 from probe.core.records import CheckResult
 from tests.conftest import server_context
-from tests.hostile.servers import ROUTES, StrayDNSServer, hostile_app
+from tests.hostile.servers import ROUTES, TCP_DNS_MODES, StrayDNSServer, hostile_app, tcp_dns_app
 from tests.loopback import Server
 
 
@@ -25,6 +25,10 @@ async def test_no_hostile_server_gives_unknown_failure(ctx: Context, ca: trustme
                                             target=f"tls {path}"))
             doh = parse_resolver(f"https://127.0.0.1:{secure.port}{path}")
             results.append(await dns.resolve("ok.test", doh, ctx, target=f"doh {path}"))
+    for mode in TCP_DNS_MODES:
+        async with Server(tcp_dns_app(mode)) as server:
+            spec = parse_resolver(f"tcp://127.0.0.1:{server.port}")
+            results.append(await dns.resolve("ok.test", spec, ctx, target=f"dns tcp {mode}"))
     for stray in ("port", "id", "garbage"):
         async with StrayDNSServer(stray) as server:
             spec = parse_resolver(f"udp://127.0.0.1:{server.port}")
@@ -34,7 +38,7 @@ async def test_no_hostile_server_gives_unknown_failure(ctx: Context, ca: trustme
                if failure is not None and failure.startswith(F.UNKNOWN_PREFIX)}
     assert not unknown, unknown
     assert all(f is None or f in F.KNOWN for f in outcomes.values()), outcomes
-    assert len(results) == 3 * len(ROUTES) + 3
+    assert len(results) == 3 * len(ROUTES) + len(TCP_DNS_MODES) + 3
     for way in ("", "tls ", "doh "):  # HTTP/0.9: bytes with no status line are not an EOF
         assert outcomes[f"{way}/http09"] == F.HTTP_PROTOCOL_ERROR
         assert outcomes[f"{way}/bad-gzip"] == F.HTTP_DECODING
