@@ -165,7 +165,7 @@ async def _udp(
     family = socket.AF_INET6 if ":" in where else socket.AF_INET
     transport, protocol = await loop.create_datagram_endpoint(_Datagrams, family=family)
     deadline = loop.time() + timeout
-    server = ipaddress.ip_address(where)
+    server = ipaddress.ip_address(where.split("%")[0])
     try:
         transport.sendto(query.to_wire(), (where, port))
         while (left := deadline - loop.time()) > 0:

@@ -65,7 +65,7 @@ async def test_a_hostile_page_does_not_stall_a_healthy_target_in_the_same_run(ct
     assert bad.ok and bad.details.title is None  # no </title> at all
     assert good.ok, good.failure
     assert good.details.title == "Hello"
-    assert max(lags) < 1.0, max(lags)  # before: the regex held the loop ~5 s, and the healthy one timed out
+    assert max(lags) < 2.0, max(lags)  # before: the regex held the loop ~5 s, and the healthy one timed out
 
 
 def test_the_title_scan_of_the_hostile_page_is_fast() -> None:
