@@ -23,6 +23,7 @@ from probe.core import failures
 
 ACCEPT_ENCODING = "gzip, deflate"
 MAX_CODINGS = 4  # stacked content codings decoded; more is a decoding error
+BUDGET_FACTOR = 16  # a stage inflates at most 16 x the cap (+1 MiB), whatever the next one keeps
 _PIECE = 1 << 16  # decoded bytes produced per step
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
@@ -36,13 +37,21 @@ class Body:
 
 
 class _Inflate:
-    """One content coding, inflated at most ``limit`` bytes per :meth:`take`."""
+    """One content coding, inflated at most ``limit`` bytes per :meth:`take`, ``budget`` in all.
 
-    def __init__(self, coding: str) -> None:
-        self.coding = coding
+    The budget bounds the work of an intermediate stage whose output the next one turns into
+    nothing (empty deflate blocks): without it, one network read could keep the loop inflating.
+    """
+
+    def __init__(self, coding: str, budget: int) -> None:
+        self.coding, self.budget, self.produced = coding, budget, 0
         self._z = zlib.decompressobj(_WBITS[coding])
         self._pending = b""
         self._started = False
+
+    @property
+    def finished(self) -> bool:
+        return self._z.eof
 
     def feed(self, data: bytes) -> None:
         self._pending += data
@@ -61,10 +70,13 @@ class _Inflate:
             raise httpx.DecodingError(f"{self.coding}: {exc}") from exc
         self._started = True
         self._pending = self._z.unconsumed_tail
+        self.produced += len(out)
+        if self.produced > self.budget:
+            raise httpx.DecodingError(f"{self.coding}: inflates to more than {self.budget} bytes")
         return out
 
 
-def _stages(headers: httpx.Headers) -> list[_Inflate]:
+def _stages(headers: httpx.Headers, cap: int) -> list[_Inflate]:
     """Decoders for the response's codings, the last applied first; none if one is unknown."""
     codings = [c.strip().lower() for value in headers.get_list("content-encoding")
                for c in value.split(",") if c.strip()]
@@ -73,7 +85,8 @@ def _stages(headers: httpx.Headers) -> list[_Inflate]:
         return []  # kept as received, like httpx's IdentityDecoder for unknown codings
     if len(codings) > MAX_CODINGS:
         raise httpx.DecodingError(f"{len(codings)} stacked content codings (at most {MAX_CODINGS})")
-    return [_Inflate(c) for c in reversed(codings)]
+    budget = BUDGET_FACTOR * cap + (1 << 20)
+    return [_Inflate(c, budget) for c in reversed(codings)]
 
 
 def _pull(stages: list[_Inflate], limit: int) -> bytes:
@@ -81,7 +94,7 @@ def _pull(stages: list[_Inflate], limit: int) -> bytes:
     *earlier, last = stages
     while True:
         out = last.take(limit)
-        if out or not earlier:
+        if out or not earlier or last.finished:
             return out
         more = _pull(earlier, limit)
         if not more:
@@ -133,7 +146,7 @@ async def send_streamed(client: httpx.AsyncClient, request: httpx.Request) -> ht
 
 async def read_capped(response: httpx.Response, cap: int) -> Body:
     """The decoded body of a streamed response, reading and inflating no more than ``cap`` bytes."""
-    stages = _stages(response.headers)
+    stages = _stages(response.headers, cap)
     digest = hashlib.sha256()
     chunks: list[bytes] = []
     length = 0

@@ -47,6 +47,18 @@ def bomb(kind: str) -> tuple[bytes, str]:
     raise ValueError(kind)
 
 
+@cache
+def empty_blocks() -> bytes:
+    """``Content-Encoding: deflate, gzip``: a gzip bomb whose 256 MB are empty deflate blocks, so
+    that the inner stage outputs nothing while the outer one inflates on."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    empty_stored = b"\x00\x00\x00\xff\xff" * 200_000  # 1 MB of empty, non-final stored blocks
+    parts = [packer.compress(b"\x78\x9c")]  # a zlib header
+    parts += [packer.compress(empty_stored) for _ in range(256)]
+    parts += [packer.compress(b"\x03\x00\x00\x00\x00\x01"), packer.flush()]  # final empty block, adler32
+    return b"".join(parts)
+
+
 def _gzip(data: bytes) -> bytes:
     packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
     return packer.compress(data) + packer.flush()
@@ -59,6 +71,7 @@ ROUTES = {
     "/titles": "a 140 KB page of repeated <title> tags",
     **{f"/bomb/{kind}": f"a {kind} bomb (128 MiB inflated), with Content-Length" for kind in BOMBS},
     "/bomb/chunked": "the gzip bomb in 4 KiB chunks (Transfer-Encoding: chunked)",
+    "/bomb/empty-blocks": "256 MB of empty deflate blocks inside a gzip bomb (deflate, gzip)",
     "/bad-gzip": "Content-Encoding: gzip over bytes that are not gzip",
     "/codings": "ten stacked content codings",
     "/http09": "an HTTP/0.9 reply: a page with no status line, then close",
@@ -83,6 +96,8 @@ async def hostile_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         elif path.startswith("/bomb/") and path[6:] in BOMBS:
             body, coding = bomb(path[6:])
             await _send(writer, body, f"Content-Encoding: {coding}\r\n")
+        elif path == "/bomb/empty-blocks":
+            await _send(writer, empty_blocks(), "Content-Encoding: deflate, gzip\r\n")
         elif path == "/bomb/chunked":
             body, _ = bomb("gzip")
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
