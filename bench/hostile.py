@@ -79,7 +79,7 @@ def main() -> None:
             code, seconds, peak, out, err = run([python, "-m", "probe", "targets", "validate", str(path)],
                                                 args.root, args.timeout)
             size = path.stat().st_size if path.is_file() else 0
-            message = (err.strip().splitlines() or out.strip().splitlines() or [""])[-1][:110]
+            message = (err.strip().splitlines() or out.strip().splitlines() or [""])[-1][:140]
             print(f"  {name:<14} {size:>9} {code!s:>8} {seconds:>8.2f} {peak:>8.1f}  {message}")
 
     code, seconds, _, out, err = run([python, "-c", TITLE_TIMING], args.root, args.timeout)

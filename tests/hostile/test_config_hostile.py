@@ -84,3 +84,21 @@ def test_circumvention_secret_files_have_the_same_limits(name: str, tmp_path: Pa
     if name in ("fifo", "five-mb"):
         with pytest.raises(ValueError, match=BAD_FILES[name][1]):
             resolve_options({"tls_auth": f"file:{path}"})
+
+
+@pytest.mark.parametrize("loader", ["libyaml", "pure-python"])
+@pytest.mark.parametrize("name", ["alias-bomb", "nested-50000", "nul-byte"])
+def test_the_limits_hold_without_libyaml_too(name: str, loader: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from probe.core import config
+
+    if loader == "pure-python":
+        monkeypatch.setattr(config, "_LOADER", yaml.SafeLoader)
+    elif not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("PyYAML built without libyaml")
+    path = write_bad(name, tmp_path)
+    with pytest.raises(config.ConfigError, match=re.escape(str(path))) as caught:
+        config.load(path)
+    assert BAD_FILES[name][1] in str(caught.value)
