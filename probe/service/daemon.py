@@ -47,18 +47,13 @@ import json
 import logging
 import random
 import signal
-import socket
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -73,10 +68,6 @@ from probe.service.metrics import MetricsState, registry_for, render
 
 log = logging.getLogger("probe.service.daemon")
 
-# /probe (blackbox_exporter style): a Prometheus scraping many targets sends their requests at once.
-PROBE_CONCURRENCY = 64  # on-demand measurements at once; more requests wait their turn in a queue
-PROBE_QUEUE = 1024  # requests measuring or waiting; beyond it a request gets 503 with Retry-After
-PROBE_SCRAPE_MARGIN = 0.5  # seconds kept from Prometheus' scrape timeout for the answer, as blackbox does
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
 
@@ -175,11 +166,6 @@ def default_detector() -> Detect:
     return RecordDetector().feed
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 # -- The scheduler ------------------------------------------------------------------------
 
 
@@ -230,8 +216,6 @@ class Daemon:
         self._idle: asyncio.Event | None = None
         self._in_flight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._probe_queue = threading.BoundedSemaphore(PROBE_QUEUE)  # from the HTTP threads
-        self._probe_slots: asyncio.Semaphore | None = None  # on the loop: measurements at once
         self._writer: ThreadPoolExecutor | None = None
 
     # -- configuration -------------------------------------------------------------------
@@ -301,7 +285,6 @@ class Daemon:
         self._wake, self._stopping, self._idle = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._idle.set()
         self._retest_slots = asyncio.Semaphore(max(1, self.config.settings.concurrency // 4))
-        self._probe_slots = asyncio.Semaphore(PROBE_CONCURRENCY)
         self.state.set_reload(True)
         self._apply(self.config, self.monotonic())
         if self.store is not None:
@@ -585,37 +568,29 @@ class Daemon:
 
     # -- /probe -------------------------------------------------------------------------
 
-    def probe_target(self, name: str, scrape_timeout: float | None = None) -> bytes:
-        """Measure one target now (from an HTTP thread); its metrics in a fresh registry.
+    async def probe_target(self, name: str, limit: float | None = None) -> bytes:
+        """Measure one target now, for ``/probe``: its metrics in a fresh registry.
 
-        Requests beyond :data:`PROBE_CONCURRENCY` wait for a slot on the loop. The whole request,
-        waiting included, ends within Prometheus' scrape timeout (less a margin) when it sent one;
-        a request that runs out of time answers ``probe_success 0`` and stores nothing, as
-        blackbox_exporter does: a measurement cut short is never turned into a verdict.
+        ``limit`` bounds the run (else the target's own run budget). A run that runs out of time
+        answers ``probe_success 0`` and stores nothing, as blackbox_exporter does: a measurement
+        cut short is never turned into a verdict. Raises KeyError for an unknown target.
         """
         target = next((t for t in self.config.targets if t.name == name), None)
         if target is None:
             raise KeyError(name)
-        if self.loop is None or self._probe_slots is None:
-            raise RuntimeError("the daemon is not running yet")
-        budget = run_budget(target, self.ctx.settings)
-        limit = budget if scrape_timeout is None else max(0.1, scrape_timeout - PROBE_SCRAPE_MARGIN)
-        slots = self._probe_slots
+        budget = run_budget(target, self.ctx.settings) if limit is None else limit
         state = MetricsState()
         start = time.perf_counter()
-
-        async def once() -> Outcome:
-            async with asyncio.timeout(limit):
-                async with slots:
-                    return await self.measure(target, self.ctx, Controls(network_ok=self._network_ok()))
-
         success = 0.0
         try:
-            outcome = asyncio.run_coroutine_threadsafe(once(), self.loop).result(limit + 5)
+            if budget <= 0:  # the request spent its time waiting for a slot
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                outcome = await self.measure(target, self.ctx, Controls(network_ok=self._network_ok()))
             state.observe(outcome.records(self.ctx.meta))
             success = 1.0 if outcome.verdict.accessible else 0.0
         except TimeoutError:
-            log.warning("on-demand probe ran out of time", extra={"fields": {"target": name, "seconds": limit}})
+            log.warning("on-demand probe ran out of time", extra={"fields": {"target": name, "seconds": budget}})
         except Exception:  # noqa: BLE001 - reported as probe_success 0, like blackbox_exporter
             log.exception("on-demand probe failed", extra={"fields": {"target": name}})
         registry = registry_for(state, daemon=False, process=False, info=False)
@@ -644,89 +619,3 @@ class _ProbeSummary(Collector):
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("probe_success", "1 if the target was accessible.", value=self.success)
         yield GaugeMetricFamily("probe_duration_seconds", "How long the on-demand probe took.", value=self.duration)
-
-
-# -- HTTP -----------------------------------------------------------------------------------
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-
-class _ThreadingServer(WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = PROBE_QUEUE  # listen backlog: a burst of scrapes waits, it is not dropped
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
-
-    def _handle(self, request: Any, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
-def _scrape_timeout(environ: Mapping[str, Any]) -> float | None:
-    """Prometheus' ``X-Prometheus-Scrape-Timeout-Seconds``, when it is a sane number."""
-    try:
-        seconds = float(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS", ""))
-    except ValueError:
-        return None
-    return seconds if 0 < seconds < 3600 else None
-
-
-def wsgi_app(daemon: Daemon) -> Callable[..., Iterable[bytes]]:
-    registry = registry_for(daemon.state)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            body = render(daemon.state, registry=registry)
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-            return [body]
-        if path == "/probe":
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            name = (query.get("target") or [""])[0]
-            if not daemon._probe_queue.acquire(blocking=False):
-                start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "5")])
-                return [f"more than {PROBE_QUEUE} /probe requests at once\n".encode()]
-            try:
-                body = daemon.probe_target(name, _scrape_timeout(environ))
-            except KeyError:
-                start_response("400 Bad Request", [("Content-Type", "text/plain")])
-                return [f"unknown target {name!r}\n".encode()]
-            finally:
-                daemon._probe_queue.release()
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-            return [body]
-        if path in ("/-/healthy", "/-/ready"):
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"OK\n"]
-        if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html")])
-            return [b"<html><body><h1>probe</h1><p><a href='/metrics'>/metrics</a> "
-                    b"&middot; /probe?target=NAME</p></body></html>"]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found\n"]
-
-    return app
-
-
-def start_http(daemon: Daemon, listen: str) -> tuple[WSGIServer, threading.Thread]:
-    """Serve /metrics and /probe on ``listen`` (HOST:PORT) from a background thread."""
-    host, port = parse_listen(listen)
-    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
-    server = make_server(host, port, wsgi_app(daemon), server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
-                              name="metrics-http")
-    thread.start()
-    return server, thread

@@ -35,6 +35,8 @@ from probe.core.context import Context
 from probe.core.records import CheckResult, Event, ProbeMeta, Verdict, parse_time
 from probe.pipeline import TargetOutcome
 from probe.service import daemon as daemon_mod
+from probe.service import endpoints as endpoints_mod
+from probe.service.endpoints import Endpoints
 from probe.service.metrics import EventKey, render
 from probe.storage.store import Store
 
@@ -378,14 +380,24 @@ def test_json_logs_are_one_line_and_scrub_addresses() -> None:
     assert second["msg"] == "measured" and second["blocking"] is False and second["level"] == "info"
 
 
+@contextlib.asynccontextmanager
+async def serving(d: daemon_mod.Daemon) -> AsyncIterator[int]:
+    """The daemon running, with its HTTP endpoints on a free port of its loop."""
+    endpoints = Endpoints(d, "127.0.0.1:0")
+    task = asyncio.create_task(endpoints.serve(d.run(install_signals=False)))
+    try:
+        await asyncio.sleep(0.3)
+        yield endpoints.port
+    finally:
+        d.stop()
+        await asyncio.wait_for(task, 10)
+        endpoints.close()
+
+
 async def test_metrics_and_probe_endpoints_over_http() -> None:
     d = make_daemon(targets_yaml(["a"], interval=10) + "  - {name: blk, service: svc, category: x, "
                     "addresses: [127.0.0.1], checks: [tcp], options: {fake: blocked}}\n")
-    server, thread = daemon_mod.start_http(d, "127.0.0.1:0")
-    port = server.server_port
-    task = asyncio.create_task(d.run(install_signals=False))
-    try:
-        await asyncio.sleep(0.3)
+    async with serving(d) as port:
 
         def get(path: str) -> tuple[int, str]:
             try:
@@ -407,12 +419,10 @@ async def test_metrics_and_probe_endpoints_over_http() -> None:
         assert "probe_build_info" not in text  # scraped under the target's name: not a probe of the fleet
         status, _ = await asyncio.to_thread(get, "/probe?target=nope")
         assert status == 400
-    finally:
-        d.stop()
-        await asyncio.wait_for(task, 5)
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        status, text = await asyncio.to_thread(get, "/-/healthy")
+        assert (status, text) == (200, "OK\n")
+        status, _ = await asyncio.to_thread(get, "/nothing-here")
+        assert status == 404
 
 
 def _get_many(port: int, path: str, n: int, headers: dict[str, str] | None = None,
@@ -430,26 +440,10 @@ def _get_many(port: int, path: str, n: int, headers: dict[str, str] | None = Non
         return list(pool.map(one, range(n)))
 
 
-@contextlib.asynccontextmanager
-async def serving(d: daemon_mod.Daemon) -> AsyncIterator[int]:
-    """The daemon running, with its HTTP endpoints on a free port."""
-    server, thread = daemon_mod.start_http(d, "127.0.0.1:0")
-    task = asyncio.create_task(d.run(install_signals=False))
-    try:
-        await asyncio.sleep(0.3)
-        yield server.server_port
-    finally:
-        d.stop()
-        await asyncio.wait_for(task, 10)
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 async def test_a_burst_of_probe_requests_waits_its_turn_and_is_never_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """600 requests at once (a Prometheus with hundreds of /probe targets): all answered, none refused,
     never more measurements at once than the limit."""
-    monkeypatch.setattr(daemon_mod, "PROBE_CONCURRENCY", 16)
+    monkeypatch.setattr(endpoints_mod, "PROBE_CONCURRENCY", 16)
     d = make_daemon(targets_yaml(["slow"], interval=3600, extra=", options: {delay: 0.05}"))
     async with serving(d) as port:
         STATS.update(max_active=0)
@@ -460,8 +454,8 @@ async def test_a_burst_of_probe_requests_waits_its_turn_and_is_never_refused(mon
 
 
 async def test_probe_requests_beyond_the_queue_get_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_mod, "PROBE_CONCURRENCY", 2)
-    monkeypatch.setattr(daemon_mod, "PROBE_QUEUE", 10)
+    monkeypatch.setattr(endpoints_mod, "PROBE_CONCURRENCY", 2)
+    monkeypatch.setattr(endpoints_mod, "PROBE_QUEUE", 10)
     d = make_daemon(targets_yaml(["slow"], interval=3600, extra=", options: {delay: 0.5}"))
     async with serving(d) as port:
         answers = await asyncio.to_thread(_get_many, port, "/probe?target=slow", 40)
