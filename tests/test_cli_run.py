@@ -70,13 +70,15 @@ def test_run_once_writes_records_and_exits_zero_even_when_blocked(
     code = main(["run", "--once", "--targets", str(_targets(tmp_path, ca_file, tls_server)), "--out", str(out),
                  "--no-store"])
     assert code == 0
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    verdicts = {r["target"]: r["test_keys"] for r in records if r["record_type"] == "verdict"}
+    measurements = [json.loads(line) for line in out.read_text().splitlines()]
+    verdicts = {m["test_keys"]["target"]: m["test_keys"] for m in measurements}
+    assert len(measurements) == len(verdicts) == 3  # one OONI measurement per target (control included)
     assert verdicts["up"]["blocking"] is False and verdicts["up"]["accessible"] is True
     assert verdicts["down"]["blocking"] == "tcp_ip"
-    checks = [r for r in records if r["record_type"] == "check"]
-    assert {r["test_name"] for r in checks} == {"tcp", "tls", "http"}
-    assert all(r["schema_version"] and r["id"] and r["measurement_start_time"].endswith("Z") for r in records)
+    assert {c["check"] for m in measurements for c in m["test_keys"]["checks"]} == {"tcp", "tls", "http"}
+    assert verdicts["up"]["requests"][0]["response"]["code"] == 200
+    assert verdicts["down"]["tcp_connect"][0]["status"] == {"failure": "connection_refused", "success": False}
+    assert all(m["test_name"] == "urlgetter" and m["probe_ip"] == "127.0.0.1" for m in measurements)
     table = capsys.readouterr().out
     assert "up" in table and "tcp_ip" in table
 

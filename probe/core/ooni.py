@@ -18,7 +18,7 @@ every measurement.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -31,6 +31,11 @@ TEST_NAME: Final = "urlgetter"
 SCRUBBED_IP: Final = "127.0.0.1"
 #: The OONI templates a measurement uses, with their versions (df-000 ``extensions``).
 EXTENSIONS: Final = {"dnst": 0, "httpt": 0, "netevents": 0, "tcpconnect": 0, "tlshandshake": 0}
+
+
+#: OONI's time format (UTC, whole seconds): ``2026-04-16 06:10:00``.
+OONITime = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")]
+UUID7 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")]
 
 
 class _Struct(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -231,11 +236,12 @@ class Measurement(_Struct, kw_only=True):
     extensions: dict[str, int] = msgspec.field(default_factory=lambda: dict(EXTENSIONS))
     input: str | None
     #: A UUIDv7 (sorts by time): the fleet's idempotency key.
-    measurement_uid: str
-    measurement_start_time: str
-    probe_asn: str
-    probe_cc: str
-    probe_ip: str = SCRUBBED_IP
+    measurement_uid: UUID7
+    measurement_start_time: OONITime
+    probe_asn: Annotated[str, msgspec.Meta(pattern=r"^AS\d+$")]
+    probe_cc: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
+    #: Always OONI's scrubbed value: the probe's own address is never recorded.
+    probe_ip: Literal["127.0.0.1"] = SCRUBBED_IP
     probe_network_name: str | None
     report_id: str
     resolver_asn: str | None = None
@@ -247,7 +253,7 @@ class Measurement(_Struct, kw_only=True):
     test_keys: TestKeys
     test_name: str = TEST_NAME
     test_runtime: float
-    test_start_time: str
+    test_start_time: OONITime
     test_version: str = TEST_VERSION
 
 
