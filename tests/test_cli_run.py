@@ -67,8 +67,9 @@ def test_run_once_writes_records_and_exits_zero_even_when_blocked(
     tmp_path: Path, ca_file: Path, tls_server: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.jsonl"
+    raw = tmp_path / "records.jsonl"
     code = main(["run", "--once", "--targets", str(_targets(tmp_path, ca_file, tls_server)), "--out", str(out),
-                 "--no-store"])
+                 "--records", str(raw), "--no-store"])
     assert code == 0
     measurements = [json.loads(line) for line in out.read_text().splitlines()]
     verdicts = {m["test_keys"]["target"]: m["test_keys"] for m in measurements}
@@ -79,6 +80,10 @@ def test_run_once_writes_records_and_exits_zero_even_when_blocked(
     assert verdicts["up"]["requests"][0]["response"]["code"] == 200
     assert verdicts["down"]["tcp_connect"][0]["status"] == {"failure": "connection_refused", "success": False}
     assert all(m["test_name"] == "urlgetter" and m["probe_ip"] == "127.0.0.1" for m in measurements)
+    records = [json.loads(line) for line in raw.read_text().splitlines()]  # the store's own form
+    assert sorted(r["id"] for r in records if r["record_type"] == "verdict") == sorted(
+        m["test_keys"]["verdict_id"] for m in measurements)
+    assert all(r["measurement_start_time"].endswith("Z") for r in records)
     table = capsys.readouterr().out
     assert "up" in table and "tcp_ip" in table
 

@@ -39,6 +39,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--only", metavar="NAME", nargs="+", help="only these targets (controls always run)")
     parser.add_argument("--out", metavar="FILE.jsonl",
                         help="also write one OONI measurement per target to this JSON Lines file")
+    parser.add_argument("--records", metavar="FILE.jsonl",
+                        help="also write every check and verdict record, in the store's own form, to this file")
     parser.add_argument("--store", metavar="PATH", help="SQLite store (default: settings.store)")
     parser.add_argument("--no-store", action="store_true", help="do not write the local store")
     parser.add_argument("--json", action="store_true", help="print verdict records as JSON instead of a table")
@@ -61,10 +63,14 @@ def _run(args: argparse.Namespace) -> int:
     meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)
     ctx = Context(settings=settings, meta=meta)
     out: IO[str] | None = None
+    raw: IO[str] | None = None
     try:
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
+        raw = open(args.records, "w", encoding="utf-8") if args.records else None  # noqa: SIM115 - closed below
     except OSError as exc:
-        print(f"probe: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        print(f"probe: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        if out is not None:
+            out.close()
         return 1
     err = Console(stderr=True)
     try:
@@ -79,14 +85,18 @@ def _run(args: argparse.Namespace) -> int:
                 if out is not None:
                     out.write(ooni.encode(measurement(records)).decode("utf-8") + "\n")
                     out.flush()
+                if raw is not None:
+                    raw.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+                    raw.flush()
                 if store is not None:
                     store.append(records)
                 progress.update(task, advance=1, description=outcome.target.name)
 
             outcomes = run_loop(run_once(cfg, ctx, on_outcome))
     finally:
-        if out is not None:
-            out.close()
+        for sink in (out, raw):
+            if sink is not None:
+                sink.close()
         if store is not None:
             store.close()
     if args.json:
