@@ -42,6 +42,17 @@ class _Struct(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """Every OONI object: keyword-only; unknown keys are ignored on decode, like OONI's readers."""
 
 
+class _Event(_Struct, kw_only=True):
+    """The fields every template entry shares (ooni/spec data-formats): times since
+    ``measurement_start_time`` in seconds (start, and when the outcome was known), tags, and the
+    transaction (here: the check, ``test_keys.checks[].transaction_id``)."""
+
+    t0: float
+    t: float
+    tags: list[str] = []
+    transaction_id: int
+
+
 # -- df-002 DNS ------------------------------------------------------------------------
 
 
@@ -53,7 +64,7 @@ class DNSAnswer(_Struct, kw_only=True):
     ttl: int | None = None
 
 
-class DNSQuery(_Struct, kw_only=True):
+class DNSQuery(_Event, kw_only=True):
     answers: list[DNSAnswer] | None
     engine: str
     failure: str | None
@@ -63,10 +74,6 @@ class DNSQuery(_Struct, kw_only=True):
     resolver_address: str
     resolver_hostname: None = None
     resolver_port: None = None
-    t0: float
-    t: float
-    tags: list[str] = []
-    transaction_id: int
 
 
 # -- df-005 TCP connect --------------------------------------------------------------
@@ -77,14 +84,10 @@ class TCPStatus(_Struct, kw_only=True):
     success: bool
 
 
-class TCPConnect(_Struct, kw_only=True):
+class TCPConnect(_Event, kw_only=True):
     ip: str
     port: int
     status: TCPStatus
-    t0: float
-    t: float
-    tags: list[str] = []
-    transaction_id: int
 
 
 # -- df-006 TLS handshake ------------------------------------------------------------
@@ -95,7 +98,7 @@ class BinaryData(_Struct, kw_only=True):
     data: str
 
 
-class TLSHandshake(_Struct, kw_only=True):
+class TLSHandshake(_Event, kw_only=True):
     network: str = "tcp"
     address: str
     cipher_suite: str | None
@@ -105,10 +108,6 @@ class TLSHandshake(_Struct, kw_only=True):
     peer_certificates: list[BinaryData] = []
     server_name: str | None
     tls_version: str | None
-    t0: float
-    t: float
-    tags: list[str] = []
-    transaction_id: int
 
 
 # -- df-001 HTTP ------------------------------------------------------------------------
@@ -140,32 +139,24 @@ class HTTPResponse(_Struct, kw_only=True):
     headers_list: list[list[str]] = []
 
 
-class HTTPTransaction(_Struct, kw_only=True):
+class HTTPTransaction(_Event, kw_only=True):
     network: str = "tcp"
     address: str | None
     alpn: str | None
     failure: str | None
     request: HTTPRequest
     response: HTTPResponse | None
-    t0: float
-    t: float
-    tags: list[str] = []
-    transaction_id: int
 
 
 # -- df-008 network events -----------------------------------------------------------
 
 
-class NetworkEvent(_Struct, kw_only=True):
+class NetworkEvent(_Event, kw_only=True):
     address: str | None = None
     failure: str | None = None
     num_bytes: int | None = None
     operation: str
     proto: str = "tcp"
-    t0: float
-    t: float
-    tags: list[str] = []
-    transaction_id: int
 
 
 # -- Our keys ----------------------------------------------------------------------------

@@ -82,20 +82,11 @@ async def _throttled(ca: trustme.CA, ca_file: Path) -> Scenario:
 
 
 async def _circumvention(ca_file: Path, port: int) -> Scenario:
-    from probe.core.config import load_text
+    from tests.circumvention.test_pipeline_circumvention import _target as socks_target
 
-    cfg = load_text(f"""
-targets:
-  - name: socks
-    service: proxy
-    category: circumvention
-    addresses: [127.0.0.1]
-    ports: [{port}]
-    checks: [circumvention]
-    options: {{protocol: socks5}}
-""", "inline.yaml")
     ctx = replace(make_context(ca_file), meta=META)
-    return Scenario("circumvention", await measure_target(cfg.targets[0], ctx, Controls(network_ok=True)))
+    outcome = await measure_target(socks_target(port), ctx, Controls(network_ok=True))  # type: ignore[arg-type]
+    return Scenario("circumvention", outcome)
 
 
 def run_all(ca: trustme.CA, ca_file: Path) -> list[Scenario]:
