@@ -112,3 +112,13 @@ def test_grouping_by_run_target_and_retest() -> None:
     assert list(group_runs(runs[:2])) == []
     with pytest.raises(ValueError, match="one verdict"):
         measurement(runs[:2])
+
+
+def test_the_documented_example_is_a_valid_measurement() -> None:
+    doc = (ROOT / "docs/records.md").read_text(encoding="utf-8")
+    start = doc.index("```json\n", doc.index("### Example (`urlgetter`)")) + len("```json\n")
+    example = json.loads(doc[start:doc.index("\n```", start)])
+    VALIDATOR.validate(example)
+    assert to_dict(decode(json.dumps(example))) == example
+    for name in example["test_keys"]:  # every key of the example is explained on the page
+        assert f"`{name}`" in doc, name
