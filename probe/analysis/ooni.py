@@ -66,7 +66,10 @@ def ooni_time(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime(OONI_TIME)
 
 
-def _rfc3339(epoch: float) -> str:
+def _rfc3339(text: str, epoch: float) -> str:
+    """``text`` if it is already RFC 3339 UTC with µs (as records store it), else ``epoch`` so written."""
+    if len(text) == 27 and text[-1] == "Z" and text[10] == "T":
+        return text
     return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -250,15 +253,15 @@ def _answer(a: Mapping[str, Any]) -> DNSAnswer:
     return DNSAnswer(answer_type=qtype, hostname=value, ttl=ttl)
 
 
-def _check(record: Mapping[str, Any], n: int, start: float) -> Check:
+def _check(record: Mapping[str, Any], begun: float, n: int, start: float) -> Check:
     keys = dict(record.get("test_keys") or {})
     timings = keys.pop("timings", None) or {}
-    begun = parse_time(str(record["measurement_start_time"]))
     return Check(
         transaction_id=n, id=str(record["id"]), check=str(record["test_name"]),
         role=str(record.get("role") or "target"), input=str(record.get("input") or ""), ok=bool(record.get("ok")),
         failure=failures.ooni(record.get("failure")), failed_operation=record.get("failed_operation"),
-        start_time=_rfc3339(begun), t0=round(begun - start, 6), runtime=float(record.get("test_runtime") or 0.0),
+        start_time=_rfc3339(str(record["measurement_start_time"]), begun), t0=round(begun - start, 6),
+        runtime=float(record.get("test_runtime") or 0.0),
         timings={str(k): float(v) for k, v in timings.items()}, details=keys,
     )
 
@@ -292,9 +295,9 @@ def measurement(records: Sequence[Mapping[str, Any]]) -> Measurement:
     v = verdicts[0]
     vk: Mapping[str, Any] = v.get("test_keys") or {}
     start = parse_time(str(v["measurement_start_time"]))
-    ordered = sorted((r for r in records if r.get("record_type") == "check"),
-                     key=lambda r: parse_time(str(r["measurement_start_time"])))
-    checks = [_check(r, n, start) for n, r in enumerate(ordered, 1)]
+    timed = sorted(((parse_time(str(r["measurement_start_time"])), k, r) for k, r in enumerate(records)
+                    if r.get("record_type") == "check"), key=lambda item: (item[0], item[1]))
+    checks = [_check(r, begun, n, start) for n, (begun, _, r) in enumerate(timed, 1)]
     built = _Builder()
     for c in checks:
         built.add(c)
@@ -310,7 +313,7 @@ def measurement(records: Sequence[Mapping[str, Any]]) -> Measurement:
         accessible=vk.get("accessible"), blocking=vk.get("blocking"), rule=str(vk.get("rule") or ""),
         reason=str(vk.get("reason") or ""), evidence=[str(e) for e in vk.get("evidence") or ()],
         target=str(v.get("target")), service=str(v.get("service")), category=str(v.get("category")),
-        start_time=_rfc3339(start), run_id=run_id, verdict_id=str(v["id"]),
+        start_time=_rfc3339(str(v["measurement_start_time"]), start), run_id=run_id, verdict_id=str(v["id"]),
         throttling=vk.get("throttling"), diagnostics=vk.get("diagnostics"), verdict_details=extra,
         retest_of=vk.get(RETEST_OF), retest=vk.get(RETEST), checks=checks,
     )

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -297,7 +298,7 @@ def _stored_records(
     """
     later = None if until is None else until + RUN_HORIZON
     for text in store.query_json(since=since, until=later, target=target, service=service):
-        record = json.loads(text)
+        record: dict[str, Any] = msgspec.json.decode(text)  # the same dicts as json.loads, faster
         yield strip_forbidden(record) if mentions_forbidden(text) else record
 
 
