@@ -340,30 +340,42 @@ def _run_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def group_runs(records: Iterable[Mapping[str, Any]], horizon: float = RUN_HORIZON) -> Iterator[list[Mapping[str, Any]]]:
-    """Target runs (records sharing run, target and re-test), from records in time order.
+    """Target runs, from records in time order.
 
-    A run is complete once the stream has moved ``horizon`` seconds past its first record;
-    runs are yielded in the order they became complete. Runs without a verdict (a run cut by
-    the time range, or interrupted) are dropped: a measurement needs its verdict.
+    The records of one run share its run id (``report_id``), target and re-test marks, and hold
+    one verdict. A daemon keeps one run id for its lifetime, so a target's successive runs share
+    all three: a second verdict under the same key starts the next run. (The pipeline stamps a
+    verdict with its run's start, so it comes before the run's checks; records built otherwise,
+    checks first, need a run id of their own, as every ``probe run --once`` has.) A run is also
+    complete once the stream has moved ``horizon`` seconds past its first record. Runs are
+    yielded in the order they became complete; runs without a verdict (cut by the time range,
+    or interrupted) are dropped: a measurement needs its verdict.
     """
-    open_runs: dict[tuple[Any, ...], tuple[float, list[Mapping[str, Any]]]] = {}
+    open_runs: dict[tuple[Any, ...], tuple[float, list[Mapping[str, Any]], bool]] = {}
     for record in records:
         now = parse_time(str(record["measurement_start_time"]))
         key = _run_key(record)
-        if key in open_runs:
-            open_runs[key][1].append(record)
+        is_verdict = record.get("record_type") == "verdict"
+        current = open_runs.get(key)
+        if current is not None and not (is_verdict and current[2]):
+            current[1].append(record)
+            if is_verdict:
+                open_runs[key] = (current[0], current[1], True)
         else:
-            open_runs[key] = (now, [record])
+            if current is not None:  # the next run of the same target: the previous one is complete
+                del open_runs[key]
+                yield current[1]
+            open_runs[key] = (now, [record], is_verdict)
         while open_runs:
             oldest = next(iter(open_runs))
-            first, group = open_runs[oldest]
+            first, group, complete = open_runs[oldest]
             if now - first <= horizon:
                 break
             del open_runs[oldest]
-            if any(r.get("record_type") == "verdict" for r in group):
+            if complete:
                 yield group
-    for _, group in open_runs.values():
-        if any(r.get("record_type") == "verdict" for r in group):
+    for _, group, complete in open_runs.values():
+        if complete:
             yield group
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from pathlib import Path
@@ -122,3 +123,21 @@ def test_the_documented_example_is_a_valid_measurement() -> None:
     assert to_dict(decode(json.dumps(example))) == example
     for name in example["test_keys"]:  # every key of the example is explained on the page
         assert f"`{name}`" in doc, name
+
+
+def test_a_daemons_successive_runs_of_one_target_are_separate_measurements() -> None:
+    """The daemon keeps one run id; the pipeline stamps a verdict with its run's start (first)."""
+    template = make_records(1)  # tcp, tls (control), verdict
+    stream: list[dict[str, Any]] = []
+    for k in range(4):  # every 5 minutes, well within the grouping horizon
+        base = T0 + k * 300
+        verdict, *checks = [template[2], template[0], template[1]]
+        for offset, record in enumerate([verdict, *checks]):
+            stamp = dt.datetime.fromtimestamp(base + offset * 0.1, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            stream.append({**record, "id": f"{k}-{record['id']}", "measurement_start_time": stamp})
+    got = [to_dict(m) for m in measurements(stream)]
+    assert len(got) == 4
+    for k, m in enumerate(got):
+        assert m["test_keys"]["verdict_id"].startswith(f"{k}-")
+        assert [c["id"][:2] for c in m["test_keys"]["checks"]] == [f"{k}-", f"{k}-"]
+        assert [c["t0"] for c in m["test_keys"]["checks"]] == [0.1, 0.2]
