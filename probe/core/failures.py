@@ -117,7 +117,9 @@ _OONI_NAMES: Final[dict[str, str]] = {DNS_FORMAT: "dns_server_misbehaving"}
 #: Our strings with no OONI equivalent, kept as extensions (docs/records.md lists them). OONI
 #: writes ``unknown_failure: <text>`` for a malformed HTTP reply and for EPERM, and truncates an
 #: oversized body without a failure.
-OONI_EXTENSIONS: Final[frozenset[str]] = frozenset({HTTP_PROTOCOL_ERROR, HTTP_BODY_TOO_LARGE, PERMISSION_DENIED})
+OONI_EXTENSIONS: Final[frozenset[str]] = frozenset(
+    {HTTP_PROTOCOL_ERROR, HTTP_BODY_TOO_LARGE, PERMISSION_DENIED, HTTP_DECODING}
+)
 
 
 def ooni(failure: str | None) -> str | None:
