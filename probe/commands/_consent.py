@@ -97,3 +97,7 @@ def require(flag: bool, settings: Settings | None) -> bool:
 def add_argument(parser: Any) -> None:
     parser.add_argument("--i-consent", action="store_true",
                         help=f"I have read the notice (README, `probe init`) and consent; also {ENV}=1")
+
+
+if __name__ == "__main__":  # scripts/install-service: ask on this terminal for the unattended service
+    sys.exit(0 if ask() else 2)

@@ -164,7 +164,8 @@ border-bottom:1px solid #ddd}th{font-size:.85rem;color:#555}
 svg{max-width:100%;height:auto}dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem}
 dt{color:#555}dd{margin:0}
 @media (max-width:40rem){thead{display:none}tr{display:block;border-bottom:1px solid #ccc;padding:.4rem 0}
-td{display:block;border:0;padding:.1rem 0}.st{white-space:normal}td[data-label]::before{content:attr(data-label) ": ";color:#555}}
+td{display:block;border:0;padding:.1rem 0}.st{white-space:normal}
+td[data-label]::before{content:attr(data-label) ": ";color:#555}}
 """
 
 
