@@ -48,6 +48,7 @@ RETRY_AFTER = "5"
 
 STATUS_WINDOW = 86400.0  # the status page shows the last day
 STATUS_REFRESH = 60  # seconds; the page reloads itself without JavaScript
+STATUS_CACHE = 5.0  # seconds a rendered page is served again (several viewers, reloads: one render)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -87,6 +88,7 @@ class Endpoints:
         self._registry = registry_for(daemon.state)
         self._waiting = 0  # /probe requests measuring or waiting for a slot
         self._slots: asyncio.Semaphore | None = None
+        self._page: tuple[float, str] | None = None  # (monotonic time, the rendered status page)
 
     async def serve(self, main: Awaitable[T]) -> T:
         """Serve on the running loop while ``main`` (the daemon's run) runs; return its result."""
@@ -110,7 +112,9 @@ class Endpoints:
         if url.path in ("/-/healthy", "/-/ready"):
             return _text(200, "OK\n")
         if url.path == "/":
-            page = await asyncio.to_thread(self.status_page)
+            if self._page is None or time.monotonic() - self._page[0] > STATUS_CACHE:
+                self._page = (time.monotonic(), await asyncio.to_thread(self.status_page))
+            page = self._page[1]
             return Response(200, page.encode(), {
                 "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": status.CSP,
                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})

@@ -20,7 +20,7 @@ import io
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -136,6 +136,8 @@ def build_view(verdicts: Iterable[Mapping[str, Any]], throughput: Iterable[Mappi
         ))
     order = {"blocked": 0, "throttled": 1, "outage": 2, "unreachable": 3, "accessible": 4}
     rows.sort(key=lambda row: (row.control, order[row.state], row.service, row.target))
+    if health.last_run is None and rows:
+        health = replace(health, last_run=max(row.measured for row in rows))
     event_rows = [EventRow(e.target, e.service, e.type, e.start_time, e.end_time) for e in events]
     event_rows.sort(key=lambda e: (e.end is not None, -e.start))
     return StatusView(title, now, since, rows, event_rows, {k: sorted(v) for k, v in series.items()}, health,
@@ -279,8 +281,9 @@ def throughput_svg(name: str, points: list[tuple[float, str, float]]) -> str:
     for role, style in (("target", "-"), ("control", "--")):
         mine = [(t, r) for t, kind, r in points if kind == role]
         if mine:
-            axes.plot([_num(t) for t, _ in mine], [r * 8 / 1e6 for _, r in mine], style, marker="o",
-                      markersize=3, label=role, color="#1d4ed8" if role == "target" else "#6b7280")
+            axes.plot([_num(t) for t, _ in mine], [r * 8 / 1e6 for _, r in mine], style,
+                      marker="o" if len(mine) <= 50 else None, markersize=3, label=role,
+                      color="#1d4ed8" if role == "target" else "#6b7280")
     axes.set_ylabel("Mbit/s")
     axes.set_ylim(bottom=0)
     axes.legend(loc="upper left", fontsize=8, frameon=False)
@@ -295,7 +298,9 @@ def _num(epoch: float) -> float:
 def _figure(height: float) -> tuple[Any, Any]:
     from matplotlib.figure import Figure  # lazily: ~55 MB and 2 s, only once somebody looks
 
-    figure = Figure(figsize=(7.5, height), layout="constrained")
+    figure = Figure(figsize=(7.5, height))
+    # fixed margins: a constrained layout doubled the time of each plot (bench/status_page.py)
+    figure.subplots_adjust(left=0.2, right=0.98, top=0.96, bottom=0.5 / height + 0.05)
     return figure, figure.add_subplot()
 
 
@@ -314,8 +319,11 @@ _STRIP: Final = (re.compile(r"<\?xml[^>]*>\s*"), re.compile(r"<!DOCTYPE[^>]*>\s*
 
 def _svg(figure: Any) -> str:
     """The figure as inline SVG: no XML prolog, no DOCTYPE (it names a URL), no metadata."""
+    from matplotlib import rc_context
+
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    with rc_context({"svg.fonttype": "none"}):  # text as <text> in the page's fonts, not as glyph paths
+        figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     text = buffer.getvalue()
     for pattern in _STRIP:
         text = pattern.sub("", text)
@@ -343,11 +351,10 @@ def view_from_store(path: str | Path, *, since: float, now: float, title: str = 
     """Read the records and events since ``since`` (read-only, beside the writer) and build the view."""
     from probe.storage.store import Store
 
-    with Store(path, readonly=True) as store:
-        verdicts = list(store.query(since=since, until=now + 1, record_type="verdict"))
-        rates = list(store.query(since=since, until=now + 1, test_name="throughput"))
-        events = store.events(since=since, until=now + 1)
-    last = max((_time(r) for r in verdicts), default=None)
-    health = Health(last_run=last, upload=upload_status(), store_bytes=store_bytes(path),
+    health = Health(last_run=None, upload=upload_status(), store_bytes=store_bytes(path),
                     store_errors=store_errors, started=started)
-    return build_view(verdicts, rates, events, health, now=now, since=since, title=title, probe=probe)
+    with Store(path, readonly=True) as store:  # streamed: only the latest verdict per target is kept
+        events = store.events(since=since, until=now + 1)
+        return build_view(store.query(since=since, until=now + 1, record_type="verdict"),
+                          store.query(since=since, until=now + 1, test_name="throughput"), events, health,
+                          now=now, since=since, title=title, probe=probe)
