@@ -1,4 +1,4 @@
-"""Export benchmark: N stored measurements to Parquet and to JSONL; time and peak RSS.
+"""Export benchmark: N stored records to Parquet, JSONL and CSV (OONI measurements); time and peak RSS.
 
     .venv/bin/python bench/export_bench.py            # N = 1,000,000 (goal: Parquet <= 10 s, <= 300 MB)
     .venv/bin/python bench/export_bench.py --n 50000  # quicker
@@ -8,7 +8,8 @@ CheckResult/Verdict instances whose details have the size and shape of real
 ones (DNS answers, a TLS certificate summary, an HTTP summary with headers),
 in the mix of a daemon run: per target DNS x2, TCP, TLS, HTTP, then a verdict.
 They are appended through ``Store.append`` (timed), then each export runs in
-its own subprocess so that its peak RSS is its own (``os.wait4``).
+its own subprocess so that its peak RSS is its own (``os.wait4``). Every format
+writes one OONI measurement per target run (6 records here: N / 6 measurements).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def _size(path: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=1_000_000, help="stored measurements")
+    parser.add_argument("--n", type=int, default=1_000_000, help="stored records")
     parser.add_argument("--dir", help="work directory (default: a temporary one, removed)")
     parser.add_argument("--reuse", action="store_true",
                         help="with --dir: reuse a store of N records left by an earlier run")
@@ -230,7 +231,7 @@ def main() -> int:
             wall, cpu, rss, output = run_export(store, fmt, out)
             rows, files, inner = output.split()
             goal = "  (goal <= 10 s, <= 300 MB)" if fmt == "parquet" else ""
-            print(f"{fmt:8s}: {int(rows):,} rows, {files} file(s), {_size(out):.0f} MB; "
+            print(f"{fmt:8s}: {int(rows):,} measurements, {files} file(s), {_size(out):.0f} MB; "
                   f"export {float(inner):.2f} s, process {wall:.2f} s wall / {cpu:.2f} s CPU, "
                   f"peak RSS {rss:.0f} MB{goal}")
         print(f"(load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

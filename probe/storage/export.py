@@ -30,17 +30,15 @@ strips them on append, and the exporter checks again.
 from __future__ import annotations
 
 import csv
-import io
+import gc
 import itertools
 import json
 import os
-import queue
 import re
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,13 +48,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from probe.analysis.ooni import RUN_HORIZON, group_runs, measurement
+from probe.analysis.ooni import OONI_TIME, RUN_HORIZON, group_runs, measurement
 from probe.core import ooni, records
 from probe.storage.store import (
-    ENVELOPE_FIELDS,
     FORBIDDEN_KEYS,
     Store,
     event_record,
@@ -67,49 +63,69 @@ from probe.storage.store import (
 )
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
-BATCH = 25_000
+#: Measurements per batch: a Parquet row group (per date), a CSV block.
+BATCH = 5_000
 _DAY_US = 86_400_000_000
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON = pa.json_(pa.string())
 
-#: Columns of a record in CSV and Parquet, in the order of :mod:`probe.core.records`.
-RECORD_SCHEMA = pa.schema(
+#: Columns of a measurement in CSV and Parquet: one row per OONI measurement (one per target
+#: run), every field of the measurement (docs/records.md, "CSV and Parquet"). Scalars are typed
+#: columns; the OONI templates, our lists and objects are JSON (Parquet logical type JSON, which
+#: DuckDB reads as ``JSON``; plain JSON text in CSV). ``measurement_start_time`` is the exact
+#: start (µs; the JSONL holds it whole-second at top level and exact in ``test_keys.start_time``).
+#: ``probe_ip`` is left out: it is always OONI's scrubbed ``127.0.0.1`` (and never the address).
+MEASUREMENT_SCHEMA = pa.schema(
     [
-        ("schema_version", pa.string()),
-        ("record_type", pa.string()),
-        ("id", pa.string()),
+        ("measurement_uid", pa.string()),
         ("report_id", pa.string()),
+        ("measurement_start_time", TIMESTAMP),
+        ("test_start_time", TIMESTAMP),
+        ("test_name", pa.string()),
+        ("test_version", pa.string()),
+        ("test_runtime", pa.float64()),
+        ("input", pa.string()),
         ("probe_id", pa.string()),
         ("probe_cc", pa.string()),
         ("probe_asn", pa.string()),
         ("probe_network_name", pa.string()),
+        ("resolver_ip", pa.string()),
+        ("resolver_asn", pa.string()),
+        ("resolver_network_name", pa.string()),
         ("software_name", pa.string()),
         ("software_version", pa.string()),
-        ("measurement_start_time", TIMESTAMP),
-        ("test_name", pa.string()),
-        ("test_runtime", pa.float64()),
-        ("input", pa.string()),
+        ("data_format_version", pa.string()),
         ("target", pa.string()),
         ("service", pa.string()),
         ("category", pa.string()),
-        ("role", pa.string()),
-        ("ok", pa.bool_()),
+        ("accessible", pa.bool_()),
+        ("blocking", pa.string()),
+        ("rule", pa.string()),
+        ("reason", pa.string()),
         ("failure", pa.string()),
         ("failed_operation", pa.string()),
-        ("test_keys", JSON),
+        ("agent", pa.string()),
+        ("socksproxy", pa.string()),
+        ("run_id", pa.string()),
+        ("verdict_id", pa.string()),
+        ("retest_of", pa.string()),
+        ("retest", pa.int64()),
+        ("evidence", JSON),
+        ("queries", JSON),
+        ("tcp_connect", JSON),
+        ("tls_handshakes", JSON),
+        ("requests", JSON),
+        ("network_events", JSON),
+        ("throttling", JSON),
+        ("diagnostics", JSON),
+        ("verdict_details", JSON),
+        ("checks", JSON),
+        ("annotations", JSON),
+        ("extensions", JSON),
+        ("test_helpers", JSON),
     ]
 )
-
-#: The per-record (non-envelope) fields parsed from the stored heads.
-_HEAD_SCHEMA = pa.schema(
-    [
-        f if f.name != "measurement_start_time" else pa.field(f.name, pa.string())
-        for f in RECORD_SCHEMA
-        if f.name not in ENVELOPE_FIELDS and f.name != "test_keys"
-    ]
-)
-_HEAD_PARSE = pajson.ParseOptions(explicit_schema=_HEAD_SCHEMA, unexpected_field_behavior="ignore")
 
 #: Columns of an event in CSV and Parquet.
 EVENT_SCHEMA = pa.schema(
@@ -131,6 +147,10 @@ EVENT_SCHEMA = pa.schema(
         ("evidence", pa.list_(pa.string())),
     ]
 )
+_TEXT_SCHEMA = pa.schema(
+    [pa.field(f.name, pa.string()) if f.type == JSON else f for f in MEASUREMENT_SCHEMA]
+)
+_ENCODE = msgspec.json.Encoder().encode
 _EVENT_TIMES = ("start_time", "start_low", "start_high", "end_time", "end_low", "end_high")
 
 
@@ -253,39 +273,33 @@ def export(
     # The system allocator returns freed batches to the OS; Arrow's default
     # (mimalloc) keeps them, which costs ~100 MB of peak RSS on a large export.
     pa.set_memory_pool(pa.system_memory_pool())
+    # Records and measurements form no reference cycles, and a batch holds millions of objects:
+    # the cyclic collector would walk them again and again (it doubled the export's CPU time).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         if events:
             rows, files = _export_events(store, fmt, dest.tmp, since, until, target, service)
-        elif fmt == "jsonl":
-            rows, files = _write_measurements(store, dest.tmp, since, until, target, service), 1
         else:
-            batches = store.query_raw(
-                since=since, until=until, target=target, service=service,
-                batch=batch,
-            )
-            if fmt == "csv":  # both close ``batches`` on their reading thread
-                rows, files = _write_csv(store, batches, dest.tmp), 1
+            found = _measurements(store, since, until, target, service)
+            if fmt == "jsonl":
+                rows, files = _write_jsonl(found, dest.tmp), 1
+            elif fmt == "csv":
+                rows, files = _write_csv(found, dest.tmp, batch), 1
             else:
-                rows, files = _write_parquet(store, batches, dest.tmp)
+                rows, files = _write_parquet(found, dest.tmp, batch)
         dest.commit()
     except BaseException:
         dest.discard()
         raise
     finally:
         pa.set_memory_pool(previous_pool)
+        if collecting:
+            gc.enable()
     return ExportSummary(Path(out), fmt, rows, files, time.perf_counter() - started)
 
 
-# -- Records -----------------------------------------------------------------------
-
-Rows = Sequence[tuple[int, int, str, str]]
-
-
-def _clean_json(text: str) -> str:
-    """``text`` without forbidden keys (only parsed when it mentions one)."""
-    if not mentions_forbidden(text):
-        return text
-    return json.dumps(strip_forbidden(json.loads(text)), separators=(",", ":"), ensure_ascii=False)
+# -- Measurements --------------------------------------------------------------------
 
 
 def _stored_records(
@@ -302,203 +316,102 @@ def _stored_records(
         yield strip_forbidden(record) if mentions_forbidden(text) else record
 
 
-def measurement_line(group: Sequence[Mapping[str, Any]]) -> bytes:
-    """One JSONL line: the OONI measurement of one target run."""
-    return ooni.encode(measurement(group)) + b"\n"
-
-
-def _write_measurements(
-    store: Store, path: Path, since: float | None, until: float | None, target: str | None,
-    service: str | None,
-) -> int:
-    """JSONL: one OONI measurement per target run (probe.analysis.ooni), in run order."""
-    count = 0
+def _measurements(
+    store: Store, since: float | None, until: float | None, target: str | None, service: str | None
+) -> Iterator[ooni.Measurement]:
+    """One OONI measurement per target run whose verdict is in [since, until) (probe.analysis.ooni)."""
     limit = None if until is None else seconds_to_us(until)
-    with path.open("wb") as sink:
-        for group in group_runs(_stored_records(store, since, until, target, service)):
+    for group in group_runs(_stored_records(store, since, until, target, service)):
+        if limit is not None:
             verdict = next(r for r in group if r.get("record_type") == "verdict")
-            if limit is not None and time_us(verdict["measurement_start_time"]) >= limit:
+            if time_us(verdict["measurement_start_time"]) >= limit:
                 continue
-            sink.write(measurement_line(group))
-            count += 1
+        yield measurement(group)
+
+
+def _chunks(found: Iterator[ooni.Measurement], size: int) -> Iterator[list[ooni.Measurement]]:
+    while chunk := list(itertools.islice(found, size)):
+        yield chunk
+
+
+def _write_jsonl(found: Iterator[ooni.Measurement], path: Path) -> int:
+    """JSONL: one OONI measurement per line, in run order."""
+    count = 0
+    with path.open("wb") as sink:
+        for chunk in _chunks(found, 1000):
+            sink.write(b"".join(ooni.encode(m) + b"\n" for m in chunk))
+            count += len(chunk)
     return count
 
 
-@dataclass(frozen=True)
-class _Batch:
-    """One batch of stored rows, prepared on the reading thread (everything needing the GIL)."""
-
-    t_us: pa.Array  # int64
-    eids: pa.Array  # int64
-    heads: bytes  # the heads, one JSON object per line
-    test_keys: pa.Array  # string
-    envelopes: dict[int, str]
-    count: int
+def _json_column(values: Iterable[Any], as_json: bool) -> pa.Array:
+    text = pa.array([None if v is None else _ENCODE(v) for v in values], pa.string())
+    return pa.ExtensionArray.from_storage(JSON, text) if as_json else text
 
 
-def _prepare(store: Store, rows: Rows) -> _Batch:
-    t_us, eids, heads, tks = zip(*rows, strict=True)
-    buffer = "\n".join(heads).encode("utf-8")
-    if any(f'"{key}"'.encode() in buffer for key in FORBIDDEN_KEYS):
-        buffer = "\n".join(_clean_json(head) for head in heads).encode("utf-8")
-    test_keys = pa.array(tks, pa.string())
-    if any(pc.any(pc.match_substring(test_keys, f'"{key}"')).as_py() for key in FORBIDDEN_KEYS):
-        test_keys = pa.array([_clean_json(tk) for tk in tks], pa.string())
-    eid_array = pa.array(eids, pa.int64())
-    return _Batch(
-        t_us=pa.array(t_us, pa.int64()),
-        eids=eid_array,
-        heads=buffer,
-        test_keys=test_keys,
-        envelopes=store.envelopes(pc.unique(eid_array).to_pylist()),
-        count=len(rows),
-    )
-
-
-def _prefetch(
-    store: Store, batches: Iterator[list[tuple[int, int, str, str]]], depth: int = 1
-) -> Iterator[_Batch]:
-    """Read and prepare batches on a thread while the caller converts and writes.
-
-    SQLite row fetching and the Python-side preparation hold the GIL; Arrow's
-    JSON parsing and the Parquet/CSV writers release it, so the two overlap. At
-    most ``depth`` prepared batches wait in the queue, which bounds memory.
-    """
-    items: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: _Batch | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for rows in batches:
-                if not put(_prepare(store, rows)):
-                    return
-            put(None)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()  # release the cursor on this thread, before the store closes
-
-    worker = threading.Thread(target=produce, name="export-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = items.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join(timeout=30)
-
-
-def _envelope_columns(batch: _Batch) -> dict[str, pa.Array]:
-    """The envelope fields of each row: parsed once per distinct envelope, then taken."""
-    ids = list(batch.envelopes)
-    parsed = [json.loads(_clean_json(batch.envelopes[eid])) for eid in ids]
-    index = pc.index_in(batch.eids, value_set=pa.array(ids, pa.int64()))
-    columns: dict[str, pa.Array] = {}
-    for name in ENVELOPE_FIELDS:
-        values = [_text(env.get(name)) for env in parsed]
-        columns[name] = pa.array(values, pa.string()).take(index)
-    return columns
-
-
-def _text(value: Any) -> str | None:
+def _blocking(value: bool | str | None) -> str | None:
+    """``blocking`` as text: ``"false"``, the kind of blocking, or null (as ``->>'$.blocking'`` reads it)."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return "true" if value else "false"
 
 
-def _parse_heads(buffer: bytes, count: int) -> pa.Table:
-    """The per-record fields of every head, with Arrow's JSON reader (C++, in bulk)."""
-    try:
-        table = pajson.read_json(
-            io.BytesIO(buffer),
-            read_options=pajson.ReadOptions(block_size=1 << 22),
-            parse_options=_HEAD_PARSE,
-        )
-        if table.num_rows == count:
-            return table
-    except pa.ArrowInvalid:
-        pass
-    return _parse_heads_slowly(buffer.decode("utf-8").split("\n"))
+def measurement_table(found: Sequence[ooni.Measurement], as_json: bool = True) -> pa.Table:
+    """Measurements as rows of :data:`MEASUREMENT_SCHEMA` (``as_json=False``: JSON columns as text)."""
+    keys = [m.test_keys for m in found]
+    text = pa.string()
+    columns: dict[str, pa.Array] = {
+        "measurement_uid": pa.array([m.measurement_uid for m in found], text),
+        "report_id": pa.array([m.report_id for m in found], text),
+        "measurement_start_time": pa.array([k.start_time for k in keys], text).cast(TIMESTAMP),
+        "test_start_time": pc.strptime(pa.array([m.test_start_time for m in found], text),
+                                       OONI_TIME, "us").cast(TIMESTAMP),
+        "test_name": pa.array([m.test_name for m in found], text),
+        "test_version": pa.array([m.test_version for m in found], text),
+        "test_runtime": pa.array([m.test_runtime for m in found], pa.float64()),
+        "input": pa.array([m.input for m in found], text),
+        "probe_id": pa.array([m.annotations.get("probe_id") for m in found], text),
+        "probe_cc": pa.array([m.probe_cc for m in found], text),
+        "probe_asn": pa.array([m.probe_asn for m in found], text),
+        "probe_network_name": pa.array([m.probe_network_name for m in found], text),
+        "resolver_ip": pa.array([m.resolver_ip for m in found], text),
+        "resolver_asn": pa.array([m.resolver_asn for m in found], text),
+        "resolver_network_name": pa.array([m.resolver_network_name for m in found], text),
+        "software_name": pa.array([m.software_name for m in found], text),
+        "software_version": pa.array([m.software_version for m in found], text),
+        "data_format_version": pa.array([m.data_format_version for m in found], text),
+        "target": pa.array([k.target for k in keys], text),
+        "service": pa.array([k.service for k in keys], text),
+        "category": pa.array([k.category for k in keys], text),
+        "accessible": pa.array([k.accessible for k in keys], pa.bool_()),
+        "blocking": pa.array([_blocking(k.blocking) for k in keys], text),
+        "rule": pa.array([k.rule for k in keys], text),
+        "reason": pa.array([k.reason for k in keys], text),
+        "failure": pa.array([k.failure for k in keys], text),
+        "failed_operation": pa.array([k.failed_operation for k in keys], text),
+        "agent": pa.array([k.agent for k in keys], text),
+        "socksproxy": pa.array([k.socksproxy for k in keys], text),
+        "run_id": pa.array([k.run_id for k in keys], text),
+        "verdict_id": pa.array([k.verdict_id for k in keys], text),
+        "retest_of": pa.array([k.retest_of for k in keys], text),
+        "retest": pa.array([k.retest for k in keys], pa.int64()),
+    }
+    for name in ("evidence", "queries", "tcp_connect", "tls_handshakes", "requests", "network_events",
+                 "throttling", "diagnostics", "verdict_details", "checks"):
+        columns[name] = _json_column((getattr(k, name) for k in keys), as_json)
+    for name in ("annotations", "extensions", "test_helpers"):
+        columns[name] = _json_column((getattr(m, name) for m in found), as_json)
+    schema = MEASUREMENT_SCHEMA if as_json else _TEXT_SCHEMA
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
-def _parse_heads_slowly(heads: Sequence[str]) -> pa.Table:
-    """Fallback for heads Arrow's strict reader refuses (a field of an unexpected type)."""
-    parsed = [json.loads(head) for head in heads]
-    columns: list[pa.Array] = []
-    for field in _HEAD_SCHEMA:
-        raw = [row.get(field.name) for row in parsed]
-        if field.type == pa.float64():
-            values: list[Any] = [_number(v) for v in raw]
-        elif field.type == pa.bool_():
-            values = [v if isinstance(v, bool) else None for v in raw]
-        else:
-            values = [_text(v) for v in raw]
-        columns.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(columns, schema=_HEAD_SCHEMA)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _record_table(batch: _Batch, text_time: bool) -> pa.Table:
-    """One batch as a table of :data:`RECORD_SCHEMA` columns.
-
-    With ``text_time`` (CSV), ``measurement_start_time`` stays the stored RFC
-    3339 text and ``test_keys`` plain text.
-    """
-    head = _parse_heads(batch.heads, batch.count)
-    envelope = _envelope_columns(batch)
-    columns: list[pa.Array] = []
-    fields: list[pa.Field] = []
-    for field in RECORD_SCHEMA:
-        name = field.name
-        if name in envelope:
-            column = envelope[name]
-        elif name == "test_keys":
-            text = batch.test_keys
-            column = text if text_time else pa.ExtensionArray.from_storage(JSON, text)
-        elif name == "measurement_start_time" and not text_time:
-            column = batch.t_us.cast(TIMESTAMP)
-        else:
-            column = head.column(name).combine_chunks()
-        columns.append(column)
-        fields.append(pa.field(name, column.type))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
-
-
-def _write_csv(store: Store, batches: Iterator[list[tuple[int, int, str, str]]], path: Path) -> int:
+def _write_csv(found: Iterator[ooni.Measurement], path: Path, batch: int) -> int:
+    """CSV: one row per measurement, the columns of :data:`MEASUREMENT_SCHEMA`, JSON as text."""
     count = 0
-    writer: pacsv.CSVWriter | None = None
-    with path.open("wb") as sink:
-        for batch in _prefetch(store, batches):
-            table = _record_table(batch, text_time=True)
-            if writer is None:
-                writer = pacsv.CSVWriter(sink, table.schema)
-            writer.write_table(table)
-            count += batch.count
-        if writer is None:  # no rows: still a header
-            sink.write((",".join(f'"{name}"' for name in RECORD_SCHEMA.names) + "\n").encode())
-        else:
-            writer.close()
+    with path.open("wb") as sink, pacsv.CSVWriter(sink, _TEXT_SCHEMA) as writer:
+        for chunk in _chunks(found, batch):
+            writer.write_table(measurement_table(chunk, as_json=False))
+            count += len(chunk)
     return count
 
 
@@ -536,19 +449,19 @@ class _Partitions:
             self.writer = None
 
 
-def _write_parquet(
-    store: Store, batches: Iterator[list[tuple[int, int, str, str]]], root: Path
-) -> tuple[int, int]:
+def _write_parquet(found: Iterator[ooni.Measurement], root: Path, batch: int) -> tuple[int, int]:
+    """Parquet: one row per measurement, a row group per batch and date, partitioned by date."""
     count = 0
-    parts = _Partitions(root, RECORD_SCHEMA)
+    parts = _Partitions(root, MEASUREMENT_SCHEMA)
     try:
-        for batch in _prefetch(store, batches):
-            table = _record_table(batch, text_time=False)
-            days = batch.t_us.to_numpy() // _DAY_US
-            cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), batch.count]
+        for chunk in _chunks(found, batch):
+            table = measurement_table(chunk)
+            stamps = table.column("measurement_start_time").combine_chunks()
+            days = stamps.cast(pa.int64()).to_numpy() // _DAY_US
+            cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), len(chunk)]
             for start, stop in zip(cuts, cuts[1:], strict=False):
                 parts.write(_day(int(days[start]) * _DAY_US), table.slice(start, stop - start))
-            count += batch.count
+            count += len(chunk)
     finally:
         parts.close()
     return count, parts.files
@@ -626,7 +539,7 @@ __all__ = [
     "EVENT_SCHEMA",
     "FORBIDDEN_KEYS",
     "FORMATS",
-    "RECORD_SCHEMA",
+    "MEASUREMENT_SCHEMA",
     "ExportError",
     "ExportSummary",
     "check_range",
