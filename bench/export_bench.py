@@ -176,18 +176,38 @@ print(summary.rows, summary.files, round(summary.seconds, 3))
 """
 
 
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (the export's worker processes), from /proc."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, StopIteration, ValueError):
+            continue  # gone meanwhile
+    return total
+
+
 def run_export(store: Path, fmt: str, out: Path) -> tuple[float, float, float, str]:
-    """Export in a subprocess; returns (wall s, CPU s, peak RSS MB, child's output)."""
+    """Export in a subprocess; returns (wall s, CPU s of it and its workers, peak RSS MB of it and
+    its workers together, sampled every 20 ms, child's output)."""
     code = CHILD.format(root=str(ROOT), store=str(store), fmt=fmt, out=str(out))
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:  # not reaped
+        peak = max(peak, _tree_rss(child.pid))
+        time.sleep(0.02)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
     output = child.stdout.read().strip() if child.stdout else ""
     if child.returncode != 0:
         raise SystemExit(f"{fmt} export failed with exit code {child.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
+    return wall, usage.ru_utime + usage.ru_stime, max(peak / 2**20, usage.ru_maxrss / 1024), output
 
 
 def _size(path: Path) -> float:

@@ -33,12 +33,14 @@ import csv
 import gc
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -64,7 +66,7 @@ from probe.storage.store import (
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 #: Measurements per batch: a Parquet row group (per date), a CSV block.
-BATCH = 5_000
+BATCH = 2_000
 _DAY_US = 86_400_000_000
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -260,8 +262,13 @@ def export(
     service: str | None = None,
     events: bool = False,
     batch: int = BATCH,
+    workers: int | None = None,
 ) -> ExportSummary:
-    """Write the matching records (or events) to ``out``; all or nothing."""
+    """Write the matching measurements (or events) to ``out``; all or nothing.
+
+    ``workers``: processes converting records to measurements (default: one per CPU, at most
+    4), used when the range holds at least :data:`PARALLEL_MIN` records.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: unknown format (one of: {', '.join(FORMATS)})")
     check_range(since, until)
@@ -281,13 +288,12 @@ def export(
         if events:
             rows, files = _export_events(store, fmt, dest.tmp, since, until, target, service)
         else:
-            found = _measurements(store, since, until, target, service)
-            if fmt == "jsonl":
-                rows, files = _write_jsonl(found, dest.tmp), 1
-            elif fmt == "csv":
-                rows, files = _write_csv(found, dest.tmp, batch), 1
+            cuts = _slices(store, since, until, workers or min(4, os.cpu_count() or 1))
+            if len(cuts) > 1:
+                rows, files = _write_parallel(store, fmt, dest.tmp, cuts, target, service, batch)
             else:
-                rows, files = _write_parquet(found, dest.tmp, batch)
+                found = _measurements(store, since, until, target, service)
+                rows, files = _write(fmt, found, dest.tmp, batch)
         dest.commit()
     except BaseException:
         dest.discard()
@@ -317,16 +323,108 @@ def _stored_records(
 
 
 def _measurements(
-    store: Store, since: float | None, until: float | None, target: str | None, service: str | None
+    store: Store, since: float | None, until: float | None, target: str | None, service: str | None,
+    after: int | None = None,
 ) -> Iterator[ooni.Measurement]:
-    """One OONI measurement per target run whose verdict is in [since, until) (probe.analysis.ooni)."""
+    """One OONI measurement per target run whose verdict is in [since, until) (probe.analysis.ooni).
+
+    With ``after`` (µs), records are read from ``since`` but only runs whose verdict is at or
+    after ``after`` are kept (a slice of a parallel export: its first runs may be cut).
+    """
     limit = None if until is None else seconds_to_us(until)
     for group in group_runs(_stored_records(store, since, until, target, service)):
-        if limit is not None:
+        if limit is not None or after is not None:
             verdict = next(r for r in group if r.get("record_type") == "verdict")
-            if time_us(verdict["measurement_start_time"]) >= limit:
+            at = time_us(verdict["measurement_start_time"])
+            if (limit is not None and at >= limit) or (after is not None and at < after):
                 continue
         yield measurement(group)
+
+
+def _write(fmt: str, found: Iterator[ooni.Measurement], path: Path, batch: int, part: str = "part") -> tuple[int, int]:
+    """Measurements to ``path`` in ``fmt``: (measurements, files)."""
+    if fmt == "jsonl":
+        return _write_jsonl(found, path), 1
+    if fmt == "csv":
+        return _write_csv(found, path, batch), 1
+    return _write_parquet(found, path, batch, part)
+
+
+# -- Parallel export -----------------------------------------------------------------
+
+#: Exports of at least this many stored records are converted by several processes: the
+#: conversion to measurements is Python (~20 µs of CPU per record), the rest is not.
+PARALLEL_MIN = 200_000
+
+#: A slice of a parallel export: runs whose verdict is in [after, until) (µs; None: open).
+_Slice = tuple[int | None, int | None]
+
+
+def _slices(store: Store, since: float | None, until: float | None, workers: int) -> list[_Slice]:
+    """[since, until) cut where the records split into ``workers`` equal parts; one slice
+    when the range holds fewer than :data:`PARALLEL_MIN` records or the store is not a file."""
+    low = None if since is None else seconds_to_us(since)
+    high = None if until is None else seconds_to_us(until)
+    whole: list[_Slice] = [(low, high)]
+    if workers < 2 or not store.path.is_file():
+        return whole
+    if not store.readonly:
+        store.flush()  # the workers read the file
+    where = " WHERE t_us >= ? AND t_us < ?"
+    bounds = (-(1 << 62) if low is None else low, (1 << 62) if high is None else high)
+    (count,) = store.db.execute("SELECT count(*) FROM records" + where, bounds).fetchone()
+    if count < PARALLEL_MIN:
+        return whole
+    cuts: list[int] = []
+    for k in range(1, workers):
+        (cut,) = store.db.execute(
+            "SELECT t_us FROM records" + where + " ORDER BY t_us LIMIT 1 OFFSET ?", (*bounds, count * k // workers)
+        ).fetchone()
+        if not cuts or cut > cuts[-1]:
+            cuts.append(cut)
+    edges: list[int | None] = [low, *cuts, high]
+    return list(zip(edges, edges[1:], strict=False))
+
+
+def _export_part(path: str, fmt: str, out: str, part: _Slice, first: bool, target: str | None,
+                 service: str | None, batch: int, name: str) -> tuple[int, int]:
+    """One slice of a parallel export, in its own process (its own connection to the store)."""
+    gc.disable()
+    pa.set_memory_pool(pa.system_memory_pool())
+    after, until = part
+    # A slice reads from RUN_HORIZON before its first run, so that grouping is settled there.
+    since = None if after is None else after / 1e6 - (0 if first else RUN_HORIZON)
+    with Store(path, readonly=True) as store:
+        found = _measurements(store, since, None if until is None else until / 1e6, target, service,
+                              None if first else after)
+        return _write(fmt, found, Path(out), batch, name)
+
+
+def _write_parallel(store: Store, fmt: str, path: Path, cuts: Sequence[_Slice], target: str | None,
+                    service: str | None, batch: int) -> tuple[int, int]:
+    """Each slice converted by its own process; JSONL and CSV parts are then joined in order."""
+    parts = [path if fmt == "parquet" else path.with_name(f"{path.name}.{k}") for k in range(len(cuts))]
+    try:
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding SQLite and Arrow
+        with ProcessPoolExecutor(len(cuts), mp_context=context) as pool:
+            futures = [
+                pool.submit(_export_part, str(store.path), fmt, str(out), cut, k == 0, target, service, batch,
+                            f"part-{k}")
+                for k, (cut, out) in enumerate(zip(cuts, parts, strict=True))
+            ]
+            done = [future.result() for future in futures]
+        if fmt != "parquet":
+            with path.open("wb") as sink:
+                for k, part in enumerate(parts):
+                    with part.open("rb") as source:
+                        if fmt == "csv" and k:
+                            source.readline()  # the header, written once
+                        shutil.copyfileobj(source, sink, 1 << 22)
+    finally:
+        for part in parts:
+            if part != path:
+                part.unlink(missing_ok=True)
+    return sum(rows for rows, _ in done), sum(files for _, files in done)
 
 
 def _chunks(found: Iterator[ooni.Measurement], size: int) -> Iterator[list[ooni.Measurement]]:
@@ -422,8 +520,8 @@ def _day(t_us: int) -> str:
 class _Partitions:
     """One open Parquet writer at a time: rows arrive in time order, so dates do too."""
 
-    def __init__(self, root: Path, schema: pa.Schema) -> None:
-        self.root, self.schema = root, schema
+    def __init__(self, root: Path, schema: pa.Schema, name: str = "part") -> None:
+        self.root, self.schema, self.name = root, schema, name
         self.date: str | None = None
         self.writer: pq.ParquetWriter | None = None
         self.files = 0
@@ -434,10 +532,10 @@ class _Partitions:
             folder = self.root / f"date={date}"
             folder.mkdir(exist_ok=True)
             part = 0
-            while (folder / f"part-{part}.parquet").exists():
+            while (folder / f"{self.name}-{part}.parquet").exists():
                 part += 1
             self.writer = pq.ParquetWriter(
-                folder / f"part-{part}.parquet", self.schema, compression="zstd"
+                folder / f"{self.name}-{part}.parquet", self.schema, compression="zstd"
             )
             self.date = date
             self.files += 1
@@ -449,10 +547,11 @@ class _Partitions:
             self.writer = None
 
 
-def _write_parquet(found: Iterator[ooni.Measurement], root: Path, batch: int) -> tuple[int, int]:
+def _write_parquet(found: Iterator[ooni.Measurement], root: Path, batch: int, name: str = "part"
+                   ) -> tuple[int, int]:
     """Parquet: one row per measurement, a row group per batch and date, partitioned by date."""
     count = 0
-    parts = _Partitions(root, MEASUREMENT_SCHEMA)
+    parts = _Partitions(root, MEASUREMENT_SCHEMA, name)
     try:
         for chunk in _chunks(found, batch):
             table = measurement_table(chunk)
