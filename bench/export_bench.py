@@ -171,7 +171,7 @@ sys.path.insert(0, {root!r})
 from probe.storage.export import export
 from probe.storage.store import Store
 with Store({store!r}, readonly=True) as store:
-    summary = export(store, {fmt!r}, {out!r})
+    summary = export(store, {fmt!r}, {out!r}, workers={workers})
 print(summary.rows, summary.files, round(summary.seconds, 3))
 """
 
@@ -191,10 +191,10 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run_export(store: Path, fmt: str, out: Path) -> tuple[float, float, float, str]:
+def run_export(store: Path, fmt: str, out: Path, workers: int = 1) -> tuple[float, float, float, str]:
     """Export in a subprocess; returns (wall s, CPU s of it and its workers, peak RSS MB of it and
     its workers together, sampled every 20 ms, child's output)."""
-    code = CHILD.format(root=str(ROOT), store=str(store), fmt=fmt, out=str(out))
+    code = CHILD.format(root=str(ROOT), store=str(store), fmt=fmt, out=str(out), workers=workers)
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     peak = 0
@@ -223,6 +223,7 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="with --dir: reuse a store of N records left by an earlier run")
     parser.add_argument("--formats", default="parquet,jsonl,csv", help="comma-separated")
+    parser.add_argument("--workers", type=int, default=1, help="export worker processes (probe export --workers)")
     args = parser.parse_args()
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="export-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -248,7 +249,7 @@ def main() -> int:
                 shutil.rmtree(out)
             elif out.exists():
                 out.unlink()
-            wall, cpu, rss, output = run_export(store, fmt, out)
+            wall, cpu, rss, output = run_export(store, fmt, out, args.workers)
             rows, files, inner = output.split()
             goal = "  (goal <= 10 s, <= 300 MB)" if fmt == "parquet" else ""
             print(f"{fmt:8s}: {int(rows):,} measurements, {files} file(s), {_size(out):.0f} MB; "

@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--until", metavar="T", help="up to T, exclusive (same forms)")
     parser.add_argument("--target", metavar="NAME", help="only this target")
     parser.add_argument("--service", metavar="NAME", help="only this service")
+    parser.add_argument("--workers", metavar="N", type=int, default=1,
+                        help="processes converting records to measurements, for large exports "
+                        "on a machine with idle CPUs (each adds its own memory; default 1)")
     parser.add_argument("--events", action="store_true",
                         help="export events (blocking episodes) instead of measurements")
     add_store_arguments(parser)
@@ -76,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with Store(path, readonly=True) as store:
             summary = export(store, fmt, args.out, since=since, until=until, target=args.target,
-                             service=args.service, events=args.events)
+                             service=args.service, events=args.events,
+                             workers=max(1, args.workers))
     except ExportError as exc:
         print(f"probe export: {exc}", file=sys.stderr)
         return 2

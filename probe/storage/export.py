@@ -262,12 +262,13 @@ def export(
     service: str | None = None,
     events: bool = False,
     batch: int = BATCH,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> ExportSummary:
     """Write the matching measurements (or events) to ``out``; all or nothing.
 
-    ``workers``: processes converting records to measurements (default: one per CPU, at most
-    4), used when the range holds at least :data:`PARALLEL_MIN` records.
+    ``workers``: processes converting records to measurements when the range holds at least
+    :data:`PARALLEL_MIN` records. Each holds its own batch, so memory grows with them; the
+    default, one, keeps the export in the memory of one batch.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: unknown format (one of: {', '.join(FORMATS)})")
@@ -288,7 +289,7 @@ def export(
         if events:
             rows, files = _export_events(store, fmt, dest.tmp, since, until, target, service)
         else:
-            cuts = _slices(store, since, until, workers or min(4, os.cpu_count() or 1))
+            cuts = _slices(store, since, until, workers)
             if len(cuts) > 1:
                 rows, files = _write_parallel(store, fmt, dest.tmp, cuts, target, service, batch)
             else:
