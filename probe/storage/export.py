@@ -1,30 +1,29 @@
 """Dataset export: the store's records (or events) as JSONL, CSV or Parquet, streamed.
 
-Formats:
+Formats (every one holds one OONI measurement per target run, :mod:`probe.core.ooni`, built
+from the run's records by :mod:`probe.analysis.ooni`; a run is in the range when it started, its
+verdict's time, in it):
 
-* ``jsonl``: one OONI measurement per line, one per target run
-  (:mod:`probe.core.ooni`, built from the run's records by
-  :mod:`probe.analysis.ooni`), which OONI's own reader (``oonidata``) loads. A run
-  is in the range when it started (its verdict's time) in it.
-* ``csv``: the flat columns of :data:`RECORD_SCHEMA`, ``test_keys`` as JSON text.
-* ``parquet``: a directory partitioned hive-style by the UTC date of the
-  measurement (``date=YYYY-MM-DD/part-0.parquet``), with real column types:
-  ``measurement_start_time`` is ``timestamp[us, UTC]``, ``ok`` a boolean,
-  ``test_runtime`` a double, and ``test_keys`` a JSON column (Arrow's
-  ``arrow.json`` extension over text, Parquet logical type JSON; DuckDB reads
-  it as ``JSON``). ``test_keys`` is JSON, not a struct, because its shape
-  differs per ``test_name`` and grows with the checks; a struct would be the
-  union of every check's details and change its type whenever a check does.
+* ``jsonl``: one measurement per line, as OONI writes them; OONI's reader (``oonidata``) loads it.
+* ``parquet``: one row per measurement (:data:`MEASUREMENT_SCHEMA`): typed scalar columns
+  (``measurement_start_time`` a ``timestamp[us, UTC]``, ``accessible`` a boolean, ...), the OONI
+  templates and our lists/objects as JSON columns (Arrow's ``arrow.json`` extension, Parquet
+  logical type JSON; DuckDB reads them as ``JSON``); a directory partitioned hive-style by the
+  UTC date of the measurement (``date=YYYY-MM-DD/part-0.parquet``). JSON, not structs: a
+  template entry's shape differs per check and grows with the checks.
+* ``csv``: the same columns, JSON as text.
 
-Streaming: rows come from the store in batches of ``batch`` (50,000) and each
-batch becomes one Parquet row group (per date), one CSV block or one JSONL
-block; memory is bounded by the batch, not by the export.
+Streaming: records are read from the store in order and grouped into runs; each batch of
+``batch`` (2,000) measurements becomes one Parquet row group (per date) or one CSV block, so
+memory is bounded by the batch, not by the export. With ``workers`` > 1, a large range is cut
+into time slices converted by worker processes (:func:`_slices`).
 
 Safety: an export is written under a temporary name in the destination's
 directory and renamed into place only when complete; on any error the
 temporary file (or directory) is removed. Exports never contain a field named
 in :data:`probe.storage.store.FORBIDDEN_KEYS` (``probe_ip``, ``client_ip``): the store
-strips them on append, and the exporter checks again.
+strips them on append, and the exporter checks again (the JSONL's OONI ``probe_ip`` is always
+the scrubbed ``127.0.0.1``; the flat formats leave it out).
 """
 
 from __future__ import annotations
