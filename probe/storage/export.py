@@ -437,9 +437,9 @@ def _write_jsonl(found: Iterator[ooni.Measurement], path: Path) -> int:
     """JSONL: one OONI measurement per line, in run order."""
     count = 0
     with path.open("wb") as sink:
-        for chunk in _chunks(found, 1000):
-            sink.write(b"".join(ooni.encode(m) + b"\n" for m in chunk))
-            count += len(chunk)
+        for m in found:
+            sink.write(ooni.encode(m) + b"\n")
+            count += 1
     return count
 
 
