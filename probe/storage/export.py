@@ -38,7 +38,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,55 +76,28 @@ JSON = pa.json_(pa.string())
 #: DuckDB reads as ``JSON``; plain JSON text in CSV). ``measurement_start_time`` is the exact
 #: start (µs; the JSONL holds it whole-second at top level and exact in ``test_keys.start_time``).
 #: ``probe_ip`` is left out: it is always OONI's scrubbed ``127.0.0.1`` (and never the address).
+_MEASUREMENT_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
+    # (column names, type, where the value is: "m" the measurement, "k" its test_keys, or a rule)
+    ("measurement_uid report_id", pa.string(), "m"),
+    ("measurement_start_time", TIMESTAMP, "start"),
+    ("test_start_time", TIMESTAMP, "ooni_time"),
+    ("test_name test_version", pa.string(), "m"),
+    ("test_runtime", pa.float64(), "m"),
+    ("input", pa.string(), "m"),
+    ("probe_id", pa.string(), "probe_id"),
+    ("probe_cc probe_asn probe_network_name resolver_ip resolver_asn resolver_network_name software_name "
+     "software_version data_format_version", pa.string(), "m"),
+    ("target service category", pa.string(), "k"),
+    ("accessible", pa.bool_(), "k"),
+    ("blocking", pa.string(), "blocking"),
+    ("rule reason failure failed_operation agent socksproxy run_id verdict_id retest_of", pa.string(), "k"),
+    ("retest", pa.int64(), "k"),
+    ("evidence queries tcp_connect tls_handshakes requests network_events throttling diagnostics "
+     "verdict_details checks", JSON, "k"),
+    ("annotations extensions test_helpers", JSON, "m"),
+)
 MEASUREMENT_SCHEMA = pa.schema(
-    [
-        ("measurement_uid", pa.string()),
-        ("report_id", pa.string()),
-        ("measurement_start_time", TIMESTAMP),
-        ("test_start_time", TIMESTAMP),
-        ("test_name", pa.string()),
-        ("test_version", pa.string()),
-        ("test_runtime", pa.float64()),
-        ("input", pa.string()),
-        ("probe_id", pa.string()),
-        ("probe_cc", pa.string()),
-        ("probe_asn", pa.string()),
-        ("probe_network_name", pa.string()),
-        ("resolver_ip", pa.string()),
-        ("resolver_asn", pa.string()),
-        ("resolver_network_name", pa.string()),
-        ("software_name", pa.string()),
-        ("software_version", pa.string()),
-        ("data_format_version", pa.string()),
-        ("target", pa.string()),
-        ("service", pa.string()),
-        ("category", pa.string()),
-        ("accessible", pa.bool_()),
-        ("blocking", pa.string()),
-        ("rule", pa.string()),
-        ("reason", pa.string()),
-        ("failure", pa.string()),
-        ("failed_operation", pa.string()),
-        ("agent", pa.string()),
-        ("socksproxy", pa.string()),
-        ("run_id", pa.string()),
-        ("verdict_id", pa.string()),
-        ("retest_of", pa.string()),
-        ("retest", pa.int64()),
-        ("evidence", JSON),
-        ("queries", JSON),
-        ("tcp_connect", JSON),
-        ("tls_handshakes", JSON),
-        ("requests", JSON),
-        ("network_events", JSON),
-        ("throttling", JSON),
-        ("diagnostics", JSON),
-        ("verdict_details", JSON),
-        ("checks", JSON),
-        ("annotations", JSON),
-        ("extensions", JSON),
-        ("test_helpers", JSON),
-    ]
+    [(name, kind) for names, kind, _ in _MEASUREMENT_COLUMNS for name in names.split()]
 )
 
 #: Columns of an event in CSV and Parquet.
@@ -443,11 +416,6 @@ def _write_jsonl(found: Iterator[ooni.Measurement], path: Path) -> int:
     return count
 
 
-def _json_column(values: Iterable[Any], as_json: bool) -> pa.Array:
-    text = pa.array([None if v is None else _ENCODE(v) for v in values], pa.string())
-    return pa.ExtensionArray.from_storage(JSON, text) if as_json else text
-
-
 def _blocking(value: bool | str | None) -> str | None:
     """``blocking`` as text: ``"false"``, the kind of blocking, or null (as ``->>'$.blocking'`` reads it)."""
     if value is None or isinstance(value, str):
@@ -458,50 +426,29 @@ def _blocking(value: bool | str | None) -> str | None:
 def measurement_table(found: Sequence[ooni.Measurement], as_json: bool = True) -> pa.Table:
     """Measurements as rows of :data:`MEASUREMENT_SCHEMA` (``as_json=False``: JSON columns as text)."""
     keys = [m.test_keys for m in found]
-    text = pa.string()
-    columns: dict[str, pa.Array] = {
-        "measurement_uid": pa.array([m.measurement_uid for m in found], text),
-        "report_id": pa.array([m.report_id for m in found], text),
-        "measurement_start_time": pa.array([k.start_time for k in keys], text).cast(TIMESTAMP),
-        "test_start_time": pc.strptime(pa.array([m.test_start_time for m in found], text),
-                                       OONI_TIME, "us").cast(TIMESTAMP),
-        "test_name": pa.array([m.test_name for m in found], text),
-        "test_version": pa.array([m.test_version for m in found], text),
-        "test_runtime": pa.array([m.test_runtime for m in found], pa.float64()),
-        "input": pa.array([m.input for m in found], text),
-        "probe_id": pa.array([m.annotations.get("probe_id") for m in found], text),
-        "probe_cc": pa.array([m.probe_cc for m in found], text),
-        "probe_asn": pa.array([m.probe_asn for m in found], text),
-        "probe_network_name": pa.array([m.probe_network_name for m in found], text),
-        "resolver_ip": pa.array([m.resolver_ip for m in found], text),
-        "resolver_asn": pa.array([m.resolver_asn for m in found], text),
-        "resolver_network_name": pa.array([m.resolver_network_name for m in found], text),
-        "software_name": pa.array([m.software_name for m in found], text),
-        "software_version": pa.array([m.software_version for m in found], text),
-        "data_format_version": pa.array([m.data_format_version for m in found], text),
-        "target": pa.array([k.target for k in keys], text),
-        "service": pa.array([k.service for k in keys], text),
-        "category": pa.array([k.category for k in keys], text),
-        "accessible": pa.array([k.accessible for k in keys], pa.bool_()),
-        "blocking": pa.array([_blocking(k.blocking) for k in keys], text),
-        "rule": pa.array([k.rule for k in keys], text),
-        "reason": pa.array([k.reason for k in keys], text),
-        "failure": pa.array([k.failure for k in keys], text),
-        "failed_operation": pa.array([k.failed_operation for k in keys], text),
-        "agent": pa.array([k.agent for k in keys], text),
-        "socksproxy": pa.array([k.socksproxy for k in keys], text),
-        "run_id": pa.array([k.run_id for k in keys], text),
-        "verdict_id": pa.array([k.verdict_id for k in keys], text),
-        "retest_of": pa.array([k.retest_of for k in keys], text),
-        "retest": pa.array([k.retest for k in keys], pa.int64()),
-    }
-    for name in ("evidence", "queries", "tcp_connect", "tls_handshakes", "requests", "network_events",
-                 "throttling", "diagnostics", "verdict_details", "checks"):
-        columns[name] = _json_column((getattr(k, name) for k in keys), as_json)
-    for name in ("annotations", "extensions", "test_helpers"):
-        columns[name] = _json_column((getattr(m, name) for m in found), as_json)
-    schema = MEASUREMENT_SCHEMA if as_json else _TEXT_SCHEMA
-    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+    columns: list[pa.Array] = []
+    for names, kind, source in _MEASUREMENT_COLUMNS:
+        for name in names.split():
+            if source in ("m", "k"):
+                values: list[Any] = [getattr(o, name) for o in (found if source == "m" else keys)]
+            elif source == "start":  # the exact start
+                values = [k.start_time for k in keys]
+            elif source == "ooni_time":
+                values = [getattr(m, name) for m in found]
+            elif source == "probe_id":
+                values = [m.annotations.get("probe_id") for m in found]
+            else:
+                values = [_blocking(k.blocking) for k in keys]
+            if kind == JSON:
+                text = pa.array([None if v is None else _ENCODE(v) for v in values], pa.string())
+                columns.append(pa.ExtensionArray.from_storage(JSON, text) if as_json else text)
+            elif source == "start":
+                columns.append(pa.array(values, pa.string()).cast(TIMESTAMP))
+            elif source == "ooni_time":
+                columns.append(pc.strptime(pa.array(values, pa.string()), OONI_TIME, "us").cast(TIMESTAMP))
+            else:
+                columns.append(pa.array(values, kind))
+    return pa.Table.from_arrays(columns, schema=MEASUREMENT_SCHEMA if as_json else _TEXT_SCHEMA)
 
 
 def _write_csv(found: Iterator[ooni.Measurement], path: Path, batch: int) -> int:
