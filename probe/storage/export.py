@@ -33,12 +33,13 @@ import gc
 import itertools
 import json
 import multiprocessing
+import operator
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,11 +402,6 @@ def _write_parallel(store: Store, fmt: str, path: Path, cuts: Sequence[_Slice], 
     return sum(rows for rows, _ in done), sum(files for _, files in done)
 
 
-def _chunks(found: Iterator[ooni.Measurement], size: int) -> Iterator[list[ooni.Measurement]]:
-    while chunk := list(itertools.islice(found, size)):
-        yield chunk
-
-
 def _write_jsonl(found: Iterator[ooni.Measurement], path: Path) -> int:
     """JSONL: one OONI measurement per line, in run order."""
     count = 0
@@ -423,41 +419,65 @@ def _blocking(value: bool | str | None) -> str | None:
     return "true" if value else "false"
 
 
-def measurement_table(found: Sequence[ooni.Measurement], as_json: bool = True) -> pa.Table:
-    """Measurements as rows of :data:`MEASUREMENT_SCHEMA` (``as_json=False``: JSON columns as text)."""
-    keys = [m.test_keys for m in found]
+def _getter(name: str, kind: pa.DataType, source: str) -> Callable[[ooni.Measurement], Any]:
+    """The value of column ``name`` in a measurement (JSON columns: already encoded)."""
+    path = {"m": name, "k": f"test_keys.{name}", "start": "test_keys.start_time", "ooni_time": name,
+            "probe_id": "annotations", "blocking": "test_keys.blocking"}[source]
+    get = operator.attrgetter(path)
+    if source == "probe_id":
+        return lambda m: m.annotations.get("probe_id")
+    if source == "blocking":
+        return lambda m: _blocking(get(m))
+    if kind == JSON:
+        return lambda m: None if (value := get(m)) is None else _ENCODE(value)
+    return get
+
+
+_GETTERS = [_getter(name, kind, source) for names, kind, source in _MEASUREMENT_COLUMNS for name in names.split()]
+_SOURCES = [source for names, _, source in _MEASUREMENT_COLUMNS for _ in names.split()]
+
+
+def _row(m: ooni.Measurement) -> list[Any]:
+    """One measurement's column values: taken at once, so a batch holds rows, not measurements."""
+    return [get(m) for get in _GETTERS]
+
+
+def _rows_table(rows: Sequence[Sequence[Any]], as_json: bool) -> pa.Table:
+    schema = MEASUREMENT_SCHEMA if as_json else _TEXT_SCHEMA
     columns: list[pa.Array] = []
-    for names, kind, source in _MEASUREMENT_COLUMNS:
-        for name in names.split():
-            if source in ("m", "k"):
-                values: list[Any] = [getattr(o, name) for o in (found if source == "m" else keys)]
-            elif source == "start":  # the exact start
-                values = [k.start_time for k in keys]
-            elif source == "ooni_time":
-                values = [getattr(m, name) for m in found]
-            elif source == "probe_id":
-                values = [m.annotations.get("probe_id") for m in found]
-            else:
-                values = [_blocking(k.blocking) for k in keys]
-            if kind == JSON:
-                text = pa.array([None if v is None else _ENCODE(v) for v in values], pa.string())
-                columns.append(pa.ExtensionArray.from_storage(JSON, text) if as_json else text)
-            elif source == "start":
-                columns.append(pa.array(values, pa.string()).cast(TIMESTAMP))
-            elif source == "ooni_time":
-                columns.append(pc.strptime(pa.array(values, pa.string()), OONI_TIME, "us").cast(TIMESTAMP))
-            else:
-                columns.append(pa.array(values, kind))
-    return pa.Table.from_arrays(columns, schema=MEASUREMENT_SCHEMA if as_json else _TEXT_SCHEMA)
+    for field, source, values in zip(MEASUREMENT_SCHEMA, _SOURCES, zip(*rows, strict=True), strict=False):
+        if field.type == JSON:
+            text = pa.array(values, pa.string())
+            columns.append(pa.ExtensionArray.from_storage(JSON, text) if as_json else text)
+        elif source == "start":  # RFC 3339 with µs
+            columns.append(pa.array(values, pa.string()).cast(TIMESTAMP))
+        elif source == "ooni_time":
+            columns.append(pc.strptime(pa.array(values, pa.string()), OONI_TIME, "us").cast(TIMESTAMP))
+        else:
+            columns.append(pa.array(values, field.type))
+    if not rows:
+        return schema.empty_table()
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def measurement_table(found: Iterable[ooni.Measurement], as_json: bool = True) -> pa.Table:
+    """Measurements as rows of :data:`MEASUREMENT_SCHEMA` (``as_json=False``: JSON columns as text)."""
+    return _rows_table([_row(m) for m in found], as_json)
+
+
+def _tables(found: Iterator[ooni.Measurement], batch: int, as_json: bool) -> Iterator[tuple[int, pa.Table]]:
+    """Tables of ``batch`` measurements each, and how many."""
+    while rows := [_row(m) for m in itertools.islice(found, batch)]:
+        yield len(rows), _rows_table(rows, as_json)
 
 
 def _write_csv(found: Iterator[ooni.Measurement], path: Path, batch: int) -> int:
     """CSV: one row per measurement, the columns of :data:`MEASUREMENT_SCHEMA`, JSON as text."""
     count = 0
     with path.open("wb") as sink, pacsv.CSVWriter(sink, _TEXT_SCHEMA) as writer:
-        for chunk in _chunks(found, batch):
-            writer.write_table(measurement_table(chunk, as_json=False))
-            count += len(chunk)
+        for rows, table in _tables(found, batch, as_json=False):
+            writer.write_table(table)
+            count += rows
     return count
 
 
@@ -501,14 +521,13 @@ def _write_parquet(found: Iterator[ooni.Measurement], root: Path, batch: int, na
     count = 0
     parts = _Partitions(root, MEASUREMENT_SCHEMA, name)
     try:
-        for chunk in _chunks(found, batch):
-            table = measurement_table(chunk)
+        for rows, table in _tables(found, batch, as_json=True):
             stamps = table.column("measurement_start_time").combine_chunks()
             days = stamps.cast(pa.int64()).to_numpy() // _DAY_US
-            cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), len(chunk)]
+            cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), rows]
             for start, stop in zip(cuts, cuts[1:], strict=False):
                 parts.write(_day(int(days[start]) * _DAY_US), table.slice(start, stop - start))
-            count += len(chunk)
+            count += rows
     finally:
         parts.close()
     return count, parts.files
