@@ -170,7 +170,7 @@ def test_text_logs_on_a_terminal_json_otherwise_and_a_line_when_the_connection_i
         d._handle(outcome)
         d._handle(outcome)  # said once, not at every run
     finally:
-        daemon_mod.setup_logging()
+        daemon_mod.setup_logging(logging.WARNING, sys.stderr)
     assert lines.getvalue().count("your connection seems down: every control target failed") == 1
 
 
