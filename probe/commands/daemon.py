@@ -12,7 +12,8 @@ import logging
 import sys
 from typing import Any
 
-from probe.core import config as config_mod
+from probe.commands import _consent as consent
+from probe.commands._home import load_config
 from probe.core.context import Context
 from probe.core.records import ProbeMeta
 
@@ -23,7 +24,8 @@ def register(sub: Any) -> None:
         description="Measure every target on its interval, store each result, and serve /metrics "
         "and /probe?target=NAME (blackbox_exporter style). SIGHUP reloads the targets; SIGTERM stops.",
     )
-    parser.add_argument("--targets", metavar="FILE", help="targets file (default: the bundled targets.yaml)")
+    parser.add_argument("--targets", metavar="FILE", 
+                        help="targets file (default: the one `probe init` wrote, else the bundled targets.yaml)")
     parser.add_argument("--store", metavar="PATH", help="SQLite store (default: settings.store)")
     parser.add_argument("--no-store", action="store_true", help="do not write the local store")
     parser.add_argument("--listen", metavar="HOST:PORT",
@@ -32,9 +34,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--grace", metavar="SECONDS", type=float, default=10.0,
                         help="on SIGTERM, how long in-flight runs may finish before they are cancelled")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-format", default="auto", choices=("auto", "json", "text"),
+                        help="auto (default): readable lines on a terminal, JSON lines otherwise")
     parser.add_argument("--measure", metavar="MODULE:FUNCTION",
                         help="measure function to use instead of probe.pipeline.measure_target "
                         "(for tests and benchmarks)")
+    consent.add_argument(parser)
     parser.set_defaults(func=_run)
 
 
@@ -44,9 +49,11 @@ def _run(args: argparse.Namespace) -> int:
     from probe.service.endpoints import Endpoints
     from probe.service.runner import run_loop
 
-    daemon_mod.setup_logging(getattr(logging, args.log_level.upper()))
-    cfg = config_mod.load(args.targets)
+    daemon_mod.setup_logging(getattr(logging, args.log_level.upper()), fmt=args.log_format)
+    cfg = load_config(args.targets)
     settings = cfg.settings
+    if not consent.require(args.i_consent, settings):
+        return 2
     measure = daemon_mod.load_measure(args.measure)
     store = None if args.no_store else open_store(args.store or settings.store, settings.retention_days)
     probe_id = store.probe_id(settings.probe_id) if store is not None else (settings.probe_id or "probe-ephemeral")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.commands._cells import accessible_cell, blocking_cell
-from probe.core import config as config_mod
+from probe.commands._home import load_config
 from probe.core.records import parse_time
 from probe.storage.store import Store, StoreError
 
@@ -43,14 +43,14 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="PATH",
                         help="SQLite store (default: settings.store of the targets file)")
     parser.add_argument("--targets", metavar="FILE",
-                        help=f"targets file for settings.store (default: {config_mod.DEFAULT_TARGETS})")
+                        help="targets file for settings.store (default: the one `probe init` wrote, else the bundled)")
 
 
 def store_path(args: argparse.Namespace) -> Path:
     """``--store``, else ``settings.store`` of the targets file (ConfigError if it is bad)."""
     if args.store:
         return Path(args.store).expanduser()
-    return Path(config_mod.load(args.targets).settings.store).expanduser()
+    return Path(load_config(args.targets).settings.store).expanduser()
 
 
 def _run(args: argparse.Namespace) -> int:

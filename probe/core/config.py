@@ -103,6 +103,7 @@ class Settings:
     ipv6: bool = False
     throughput_max_bytes: int = 512 * 1024
     throughput_max_seconds: float = 10.0
+    informed_consent: bool = False  # the operator has read the notice (`probe run`/`daemon` skip asking)
 
 
 @dataclass(frozen=True)
@@ -387,6 +388,7 @@ SETTINGS: Mapping[str, Parser] = {
     "ipv6": _bool,
     "throughput_max_bytes": _number(16 * 1024, 1 << 30, integer=True),
     "throughput_max_seconds": _number(1, 600),
+    "informed_consent": _bool,
 }
 
 TARGET: Mapping[str, Parser] = {

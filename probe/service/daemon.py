@@ -116,14 +116,31 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-def setup_logging(level: int = logging.INFO, stream: Any = None) -> None:
-    """Route the ``probe`` loggers to one-line JSON on stderr (idempotent)."""
+class TextFormatter(logging.Formatter):
+    """One line for people: local time, level, message, then ``key=value`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items() if v is not None)
+        line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname.lower():7} " \
+               f"{record.getMessage()}" + (f"  {fields}" if fields else "")
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line += f"  error={failures.scrub(f'{type(exc).__name__}: {exc}')}"
+        return line
+
+
+def setup_logging(level: int = logging.INFO, stream: Any = None, fmt: str = "json") -> None:
+    """Route the ``probe`` loggers to one line per message on stderr (idempotent): JSON, or with
+    ``fmt="text"`` readable text (``"auto"``: text on a terminal, JSON otherwise)."""
     root = logging.getLogger("probe")
     for handler in list(root.handlers):
         if getattr(handler, "_probe_json", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JSONFormatter())
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if fmt == "text" else JSONFormatter())
     handler._probe_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
@@ -132,6 +149,15 @@ def setup_logging(level: int = logging.INFO, stream: Any = None) -> None:
 
 def _log(level: int, msg: str, **fields: Any) -> None:
     log.log(level, msg, extra={"fields": fields})
+
+
+def _log_connection(was: bool | None, now: bool | None) -> None:
+    """A line in words when the probe's own connection goes down (every control target fails) or back."""
+    if now is False and was is not False:
+        _log(logging.WARNING, "your connection seems down: every control target failed; verdicts are "
+             "inconclusive until one answers again")
+    elif now and was is False:
+        _log(logging.INFO, "connection back: a control target answers again")
 
 
 # -- Helpers ----------------------------------------------------------------------------
@@ -505,7 +531,9 @@ class Daemon:
         if retest is not None:
             records = mark_retest(records, retest.of, retest.k)
         if target.control:
+            was = self._network_ok()
             self._controls[target.name] = outcome.verdict.accessible
+            _log_connection(was, self._network_ok())
         if self.store is not None:
             self._store_call("store write failed", self.store.append, records, records=len(records))
         if target.name in self._jobs:  # not removed by a reload meanwhile
