@@ -212,10 +212,13 @@ def error_reason(exc: BaseException, path: Path | None = None) -> str:
         code = getattr(exc, "sqlite_errorcode", None)
         if isinstance(code, int):
             reason = _CODES.get(code & 0xFF)
+            if code & 0xFF in (10, 14) and path is not None:  # SQLITE_IOERR, SQLITE_CANTOPEN: why?
+                if _no_space(path):
+                    return "disk_full"
+                if not _writable_dir(path):
+                    return "read_only"
             if reason is not None:
                 return reason
-            if code & 0xFF == 14 and path is not None and not _writable_dir(path):  # SQLITE_CANTOPEN
-                return "read_only"
         text = str(exc)
         if "disk is full" in text:
             return "disk_full"
@@ -226,6 +229,15 @@ def error_reason(exc: BaseException, path: Path | None = None) -> str:
     if isinstance(exc, OSError) and exc.errno in _ERRNOS:
         return _ERRNOS[exc.errno]
     return "other"
+
+
+def _no_space(path: Path) -> bool:
+    """The file system of ``path`` has no block left for us (SQLite then often says "I/O error")."""
+    try:
+        stat = os.statvfs(path.parent if str(path.parent) else ".")
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 64 * 1024
 
 
 def _writable_dir(path: Path) -> bool:
@@ -464,15 +476,15 @@ class Store:
         return conn
 
     def _connect_readonly(self) -> sqlite3.Connection:
-        """Read-only; on a read-only file system (where SQLite cannot create the WAL index)
-        the file is opened as immutable, which is what it is there."""
+        """Read-only; where SQLite cannot create the WAL index (a read-only or full file system,
+        so no writer has the file open in WAL mode) the file is opened as immutable."""
         uri = f"file:{self.path.resolve()}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError:
             conn.close()
-            if _writable_dir(self.path):
+            if _writable_dir(self.path) and not _no_space(self.path):
                 raise
             conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
                                    check_same_thread=False)
