@@ -58,7 +58,8 @@ class StoreWriter:
         self._events: dict[str, Event] = {}  # events not saved yet (latest body per id)
         self._busy = False
         self._stop = False
-        self._failing: str | None = None  # the reason of the failure logged, until a commit succeeds
+        self._failing: str | None = None
+        self._next_try = 0.0  # the reason of the failure logged, until a commit succeeds
         self._thread = threading.Thread(target=self._loop, name="probe-store-writer", daemon=True)
         self._publish()
 
@@ -142,8 +143,11 @@ class StoreWriter:
             elif kind == "events":
                 self._events.update((e.id, e) for e in payload)
         flush = self._waiting or any(kind == "flush" for kind, _, _ in batch)
-        if flush and self._timed(self.store.flush, "store write failed"):
-            self._done_all()
+        if flush and time.monotonic() >= self._next_try:  # while failing: one try per ``retry``
+            if self._timed(self.store.flush, "store write failed"):
+                self._done_all()
+            else:
+                self._next_try = time.monotonic() + self.retry
         if self._events:
             events = list(self._events.values())
             if self._timed(lambda: self.store.save_events(events), "saving events failed"):

@@ -39,8 +39,8 @@ Failures. A commit that fails (disk full, read-only file system, I/O error) is
 rolled back whole and raises :class:`StoreError`, whose ``reason`` says which
 (``disk_full``, ``read_only``, ...) and whose message names the path. The records
 stay in the memory buffer and are written by a later flush, when space returns;
-automatic flushes wait ``retry_seconds`` after a failure so that a full disk is not
-hammered. The buffer is bounded (``buffer_bytes`` of stored text, 64 MiB by default:
+the automatic flushes of :meth:`Store.append` wait ``retry_seconds`` after a failure
+so that a full disk is not hammered. The buffer is bounded (``buffer_bytes`` of stored text, 64 MiB by default:
 about 40,000 typical records); an append that does not fit is refused whole with
 :class:`StoreBufferFull` and counted in :attr:`Store.dropped`, nothing already
 buffered is dropped. Envelope ids are cached only once their transaction committed,
@@ -191,8 +191,8 @@ _DDL = (
 class StoreError(Exception):
     """The store cannot be used (missing, corrupt, newer schema, disk error); names the path.
 
-    ``reason`` is one of :data:`REASONS`; ``attempted`` is False when a flush did not
-    even try because the last failure was less than ``retry_seconds`` ago.
+    ``reason`` is one of :data:`REASONS`; ``attempted`` is False when nothing was tried
+    (a store that could not be opened, asked again before the next open).
     """
 
     def __init__(self, message: str, reason: str = "other", *, attempted: bool = True) -> None:
@@ -527,7 +527,7 @@ class Store:
         try:
             if not self.readonly and self._buffer:
                 try:
-                    self.flush(force=True)
+                    self.flush()
                 except StoreError as exc:
                     raise StoreError(f"{exc}; {len(self._buffer)} buffered record(s) not written",
                                      exc.reason) from None
@@ -575,21 +575,19 @@ class Store:
             self._buffer_since = self.clock()
         self._buffer.extend(rows)
         self._buffered_bytes += size
-        if len(self._buffer) >= self.batch_size or self.clock() - self._buffer_since >= self.flush_seconds:
+        due = len(self._buffer) >= self.batch_size or self.clock() - self._buffer_since >= self.flush_seconds
+        if due and (self.last_error is None or self.clock() >= self._retry_at):  # no retry storm
             self.flush()
 
-    def flush(self, *, force: bool = False) -> None:
+    def flush(self) -> None:
         """Commit the buffered records as one transaction.
 
         On failure the transaction is rolled back whole, the records stay buffered and
-        :class:`StoreError` says why and where. Within ``retry_seconds`` of a failure
-        it does not try again (the error has ``attempted=False``) unless ``force``.
+        :class:`StoreError` says why and where.
         """
         self._check_open()
         if not self._buffer:
             return
-        if not force and self.last_error is not None and self.clock() < self._retry_at:
-            raise StoreError(str(self.last_error), self.last_error.reason, attempted=False)
         try:
             self._commit(self._buffer)
         except StoreError as exc:
