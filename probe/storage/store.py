@@ -507,6 +507,12 @@ class Store:
     def _failed(self, exc: StoreError) -> None:
         self.last_error = exc
         self._retry_at = self.clock() + self.retry_seconds
+        if exc.reason in ("read_only", "io_error") and self._conn is not None and not self.readonly:
+            # SQLite may have opened the file read-only (or lost it): the next try opens it afresh,
+            # so that a file system remounted read-write is written again
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
 
     # -- Lifecycle ---------------------------------------------------------------
 

@@ -1,0 +1,189 @@
+"""The real daemon under real faults: kill -9 under load, a disk that fills and is freed, a
+read-only store, and a restart in each state.
+
+Each daemon is ``python -m probe daemon`` with the fast fake measure function of
+``test_daemon`` (no network). A run counts as done when the daemon logs ``measured`` (with
+the verdict id), which it does only after the commit returned; so every id in a ``measured``
+line must be in the store after whatever happened. After every fault the store file is checked
+(integrity, foreign keys, orphan records). The disk tests mount a tmpfs (root only).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.disk import fill, problems, remount, stored_ids, tmpfs
+from tests.service.test_daemon import ROOT, free_port, scrape, targets_yaml, wait_for
+
+MEASURE = "tests.service.test_daemon:fake_measure"
+
+
+def start(targets: Path, store: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
+    """The daemon, its log (JSON lines) going straight to a file so that a kill loses no line."""
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store", str(store),
+             "--listen", f"127.0.0.1:{port}", "--measure", MEASURE, "--grace", "2"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        )
+
+
+def logged(log: Path, msg: str) -> list[dict[str, object]]:
+    """The log lines with this message (a line cut by the kill is not a whole JSON object: skipped)."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("msg") == msg:
+            out.append(entry)
+    return out
+
+
+def reported(log: Path) -> set[str]:
+    """Verdict ids of the runs the daemon reported done."""
+    return {str(entry["id"]) for entry in logged(log, "measured")}
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def when(port: int, name: str, test: Callable[[float], bool]) -> str | None:
+    """The /metrics text if ``name`` passes ``test`` in it, else None."""
+    text = scrape(port)
+    return text if test(metric(text, name)) else None
+
+
+def test_kill_9_under_load_loses_no_finished_measurement(tmp_path: Path) -> None:
+    targets, store = tmp_path / "targets.yaml", tmp_path / "probe.sqlite"
+    targets.write_text(targets_yaml([f"t{i:03d}" for i in range(60)], interval=1.0, jitter=1.0, concurrency=16))
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    kills, lost_per_kill, done_per_kill = 20, [], []
+    for kill in range(kills):
+        log = tmp_path / f"daemon-{kill}.log"
+        proc = start(targets, store, log, free_port())
+        try:
+            wait_for(lambda log=log: logged(log, "measured"), 30, "a first measured run")
+            time.sleep(rng.uniform(0.0, 1.0))  # then a random moment under load
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        done = reported(log)
+        lost = done - stored_ids(store, "verdict")
+        lost_per_kill.append(len(lost))
+        done_per_kill.append(len(done))
+        assert problems(store) == [], f"kill {kill} (seed {seed})"
+    print(f"kill -9 x{kills} (seed {seed}): runs reported done per kill {done_per_kill}; "
+          f"lost per kill {lost_per_kill}")
+    assert sum(lost_per_kill) == 0, f"seed {seed}: lost per kill {lost_per_kill}"
+    assert sum(done_per_kill) >= kills  # every kill came under load
+
+
+def test_a_disk_that_fills_and_is_freed_loses_nothing(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(targets_yaml([f"t{i:02d}" for i in range(60)], interval=1.0, jitter=1.0, concurrency=8))
+    log, port = tmp_path / "daemon.log", free_port()
+    with tmpfs(tmp_path / "disk", "3m") as disk:
+        store, filler = disk / "probe.sqlite", disk / "filler"
+        fill(filler, leave=700 * 1024)
+        proc = start(targets, store, log, port)
+        try:
+            full = wait_for(lambda: when(port, "probe_store_writable", lambda v: v == 0), 60, "the disk to fill")
+            assert metric(full, 'probe_store_write_errors_total{reason="disk_full"}') >= 1
+            wait_for(lambda: metric(scrape(port), "probe_store_buffered_records") >= 100, 30, "records to buffer")
+            before = len(stored_ids(store))
+            assert problems(store) == []
+            filler.unlink()  # space returns
+            wait_for(lambda: metric(scrape(port), "probe_store_writable") == 1
+                     and metric(scrape(port), "probe_store_buffered_records") < 100, 30, "the buffer to drain")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        after = stored_ids(store)
+        assert problems(store) == []
+    errors = logged(log, "store write failed")
+    assert errors and errors[0]["reason"] == "disk_full" and str(store) in str(errors[0]["error"])
+    assert "disk is full" in str(errors[0]["error"])
+    assert len(errors) <= 3  # logged once per outage, not once per run
+    assert logged(log, "store writable again")
+    done = reported(log)
+    assert done <= after and not logged(log, "store buffer full, records dropped")
+    print(f"daemon on a full disk: {before} records committed before the disk was freed, {len(after)} after; "
+          f"{len(done)} runs reported done, 0 lost")
+
+
+def test_a_restart_on_a_full_disk_keeps_measuring_and_writes_later(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(targets_yaml([f"t{i:02d}" for i in range(20)], interval=1.0, jitter=1.0))
+    log, port = tmp_path / "daemon.log", free_port()
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        store, filler = disk / "probe.sqlite", disk / "filler"
+        fill(filler)  # full before the daemon starts, not even a store file yet
+        proc = start(targets, store, log, port)
+        try:
+            text = wait_for(lambda: when(port, "probe_store_buffered_records", lambda v: v >= 20), 30,
+                            "runs buffered on the full disk")
+            assert proc.poll() is None and metric(text, "probe_store_writable") == 0
+            assert metric(text, 'probe_store_write_errors_total{reason="disk_full"}') >= 1
+            filler.unlink()
+            wait_for(lambda: metric(scrape(port), "probe_store_writable") == 1, 30, "the store to be written")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert reported(log) <= stored_ids(store) and problems(store) == []
+    assert logged(log, "store not writable; measuring goes on, records are kept in memory until it is")
+
+
+def test_a_restart_on_a_read_only_store_keeps_measuring_and_writes_once_writable(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(targets_yaml([f"t{i:02d}" for i in range(20)], interval=1.0, jitter=1.0))
+    log, port = tmp_path / "daemon.log", free_port()
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        store = disk / "probe.sqlite"
+        first = start(targets, store, log, port)
+        try:
+            wait_for(lambda: len(logged(log, "measured")) >= 10, 30, "a first daemon's runs")
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(30) == 0
+        finally:
+            if first.poll() is None:
+                first.kill()
+        before = stored_ids(store)
+        remount(disk, "ro")
+        proc = start(targets, store, log, port)
+        try:
+            text = wait_for(lambda: when(port, "probe_store_buffered_records", lambda v: v >= 20), 30,
+                            "runs buffered on the read-only store")
+            assert proc.poll() is None and metric(text, "probe_store_writable") == 0
+            assert metric(text, 'probe_store_write_errors_total{reason="read_only"}') >= 1
+            assert stored_ids(store) == before and problems(store) == []
+            remount(disk, "rw")
+            wait_for(lambda: metric(scrape(port), "probe_store_writable") == 1, 30, "the store to be written")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert reported(log) <= stored_ids(store) and problems(store) == []
+    failed = logged(log, "store not writable; measuring goes on, records are kept in memory until it is")
+    assert failed and failed[0]["reason"] == "read_only" and str(store) in str(failed[0]["error"])
