@@ -41,7 +41,7 @@ rolled back whole and raises :class:`StoreError`, whose ``reason`` says which
 stay in the memory buffer and are written by a later flush, when space returns;
 the automatic flushes of :meth:`Store.append` wait ``retry_seconds`` after a failure
 so that a full disk is not hammered. The buffer is bounded (``buffer_bytes`` of stored text, 64 MiB by default:
-about 40,000 typical records); an append that does not fit is refused whole with
+about 50,000 typical records); an append that does not fit is refused whole with
 :class:`StoreBufferFull` and counted in :attr:`Store.dropped`, nothing already
 buffered is dropped. Envelope ids are cached only once their transaction committed,
 and a cached id is checked against the table in the same transaction that uses it,
