@@ -128,38 +128,44 @@ def test_a_disk_that_fills_and_is_freed_loses_nothing(tmp_path: Path) -> None:
           f"{len(done)} runs reported done, 0 lost")
 
 
+def ride_out(targets: Path, store: Path, log: Path, reason: str, end_fault: Callable[[], None]) -> None:
+    """Start a daemon while the fault is on: it measures and buffers (no exit), says why in /metrics;
+    end the fault: everything is written; SIGTERM: exit 0, every run reported done is stored."""
+    port = free_port()
+    proc = start(targets, store, log, port)
+    try:
+        text = wait_for(lambda: when(port, "probe_store_buffered_records", lambda v: v >= 20), 30,
+                        f"runs buffered while {reason}")
+        assert proc.poll() is None and metric(text, "probe_store_writable") == 0
+        assert metric(text, f'probe_store_write_errors_total{{reason="{reason}"}}') >= 1
+        end_fault()
+        wait_for(lambda: when(port, "probe_store_writable", lambda v: v == 1), 30, "the store to be written")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert reported(log) <= stored_ids(store) and problems(store) == []
+    failed = logged(log, "store not writable; measuring goes on, records are kept in memory until it is")
+    assert failed and failed[-1]["reason"] == reason and str(store) in str(failed[-1]["error"])
+
+
 def test_a_restart_on_a_full_disk_keeps_measuring_and_writes_later(tmp_path: Path) -> None:
-    targets = tmp_path / "targets.yaml"
+    targets, log = tmp_path / "targets.yaml", tmp_path / "daemon.log"
     targets.write_text(targets_yaml([f"t{i:02d}" for i in range(20)], interval=1.0, jitter=1.0))
-    log, port = tmp_path / "daemon.log", free_port()
     with tmpfs(tmp_path / "disk", "2m") as disk:
-        store, filler = disk / "probe.sqlite", disk / "filler"
+        filler = disk / "filler"
         fill(filler)  # full before the daemon starts, not even a store file yet
-        proc = start(targets, store, log, port)
-        try:
-            text = wait_for(lambda: when(port, "probe_store_buffered_records", lambda v: v >= 20), 30,
-                            "runs buffered on the full disk")
-            assert proc.poll() is None and metric(text, "probe_store_writable") == 0
-            assert metric(text, 'probe_store_write_errors_total{reason="disk_full"}') >= 1
-            filler.unlink()
-            wait_for(lambda: metric(scrape(port), "probe_store_writable") == 1, 30, "the store to be written")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        assert reported(log) <= stored_ids(store) and problems(store) == []
-    assert logged(log, "store not writable; measuring goes on, records are kept in memory until it is")
+        ride_out(targets, disk / "probe.sqlite", log, "disk_full", filler.unlink)
 
 
 def test_a_restart_on_a_read_only_store_keeps_measuring_and_writes_once_writable(tmp_path: Path) -> None:
-    targets = tmp_path / "targets.yaml"
+    targets, log = tmp_path / "targets.yaml", tmp_path / "daemon.log"
     targets.write_text(targets_yaml([f"t{i:02d}" for i in range(20)], interval=1.0, jitter=1.0))
-    log, port = tmp_path / "daemon.log", free_port()
     with tmpfs(tmp_path / "disk", "4m") as disk:
         store = disk / "probe.sqlite"
-        first = start(targets, store, log, port)
+        first = start(targets, store, log, free_port())
         try:
             wait_for(lambda: len(logged(log, "measured")) >= 10, 30, "a first daemon's runs")
             first.send_signal(signal.SIGTERM)
@@ -169,21 +175,9 @@ def test_a_restart_on_a_read_only_store_keeps_measuring_and_writes_once_writable
                 first.kill()
         before = stored_ids(store)
         remount(disk, "ro")
-        proc = start(targets, store, log, port)
-        try:
-            text = wait_for(lambda: when(port, "probe_store_buffered_records", lambda v: v >= 20), 30,
-                            "runs buffered on the read-only store")
-            assert proc.poll() is None and metric(text, "probe_store_writable") == 0
-            assert metric(text, 'probe_store_write_errors_total{reason="read_only"}') >= 1
-            assert stored_ids(store) == before and problems(store) == []
+
+        def writable() -> None:
+            assert stored_ids(store) == before and problems(store) == []  # untouched while read-only
             remount(disk, "rw")
-            wait_for(lambda: metric(scrape(port), "probe_store_writable") == 1, 30, "the store to be written")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        assert reported(log) <= stored_ids(store) and problems(store) == []
-    failed = logged(log, "store not writable; measuring goes on, records are kept in memory until it is")
-    assert failed and failed[0]["reason"] == "read_only" and str(store) in str(failed[0]["error"])
+
+        ride_out(targets, store, log, "read_only", writable)
