@@ -11,7 +11,6 @@ when it can (see :mod:`probe.service.writer`). SIGHUP reloads the targets file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import sys
@@ -47,6 +46,8 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from probe.service import daemon as daemon_mod
+    from probe.service.endpoints import Endpoints
+    from probe.service.runner import run_loop
 
     daemon_mod.setup_logging(getattr(logging, args.log_level.upper()))
     cfg = config_mod.load(args.targets)
@@ -63,20 +64,19 @@ def _run(args: argparse.Namespace) -> int:
                                grace=args.grace, detect=daemon_mod.default_detector())
     listen = args.listen or settings.listen
     try:
-        server, thread = daemon_mod.start_http(daemon, listen)
+        endpoints = Endpoints(daemon, listen)
     except OSError as exc:
         print(f"probe: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
         if store is not None:
             store.close()
         return 1
     logging.getLogger("probe.service.daemon").info(
-        "serving metrics", extra={"fields": {"port": server.server_port, "loopback": _loopback(listen)}})
+        "serving metrics", extra={"fields": {"port": endpoints.port, "loopback": _loopback(listen)}})
     try:
-        return asyncio.run(daemon.run())
+        # the product's loop, as `probe run` uses: uvloop when installed
+        return run_loop(endpoints.serve(daemon.run()))
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        endpoints.close()
 
 
 def _open_store(path: str, settings: config_mod.Settings) -> Store:
