@@ -12,6 +12,11 @@ each, as the daemon appends them) under each commit policy, in the same run:
 - ``group FULL``: the daemon's policy (:class:`probe.service.writer.StoreWriter`): runs handed
   over from another thread as fast as it can, each round commits all that arrived meanwhile.
 
+Part 3, memory while buffering (``--buffer-seconds``, root: mounts a tmpfs): the same daemon on a
+full file system for that long; every few seconds its RSS against ``probe_store_buffered_records``
+and ``probe_store_buffered_bytes`` (what ``settings.store_buffer_mb`` bounds), then the disk is
+freed and the time until the buffer is written is printed.
+
 Part 2, kill -9 (``--kills`` times): a real ``python -m probe daemon`` from ``--tree``
 (default: this checkout) measuring ``--targets`` targets every ``--interval`` seconds with the
 fast fake measure of ``tests/service/test_daemon.py`` (no network), killed at a random moment
@@ -191,6 +196,71 @@ def kills(args: argparse.Namespace) -> None:
           f"mean {sum(lost) / len(lost):.1f}, max {max(lost)}; orphan records {bad}")
 
 
+def scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("probe_store_")}
+
+
+def buffering(args: argparse.Namespace) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="probe-buffer-", dir=args.dir) as tmp:
+        directory = Path(tmp)
+        disk = directory / "disk"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+        proc = None
+        try:
+            filler = disk / "filler"
+            with filler.open("wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                except OSError:
+                    pass
+            targets = directory / "targets.yaml"
+            targets_file(targets, args.targets, args.interval, args.concurrency)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store", str(disk / "p.sqlite"),
+                 "--listen", f"127.0.0.1:{port}", "--measure", "tests.service.test_daemon:fake_measure",
+                 "--log-level", "warning"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            start = time.monotonic()
+            print(f"buffering on a full disk: {args.targets} targets every {args.interval:g} s")
+            print(f"  {'s':>4} {'rss MB':>7} {'buffered records':>16} {'buffered MB':>11} {'dropped':>7}")
+            first_rss = None
+            while time.monotonic() - start < args.buffer_seconds:
+                time.sleep(5)
+                try:
+                    m = scrape(port)
+                except OSError:
+                    continue
+                rss = int(Path(f"/proc/{proc.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+                first_rss = first_rss or rss
+                dropped = sum(v for k, v in m.items() if k.startswith("probe_store_records_dropped_total"))
+                print(f"  {time.monotonic() - start:>4.0f} {rss:>7.1f} {m['probe_store_buffered_records']:>16.0f} "
+                      f"{m['probe_store_buffered_bytes'] / 1e6:>11.1f} {dropped:>7.0f}", flush=True)
+            filler.unlink()
+            freed = time.monotonic()
+            while scrape(port)["probe_store_buffered_records"] > 1000 and time.monotonic() - freed < 120:
+                time.sleep(0.2)
+            print(f"  disk freed: buffer written (to under 1,000 records) in {time.monotonic() - freed:.1f} s; "
+                  f"records committed {scrape(port)['probe_store_records_total']:.0f}")
+        finally:
+            if proc is not None:
+                proc.kill()
+                proc.wait(10)
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(ROOT), help="directory (disk) for the stores (default: the checkout)")
@@ -206,11 +276,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-kills", action="store_true")
+    parser.add_argument("--buffer-seconds", type=float, default=0.0,
+                        help="also run part 3 for this long (root: mounts a tmpfs)")
     args = parser.parse_args()
     if not args.skip_throughput:
         throughput(args)
     if not args.skip_kills:
         kills(args)
+    if args.buffer_seconds:
+        buffering(args)
     return 0
 
 

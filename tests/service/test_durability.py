@@ -10,13 +10,14 @@ line must be in the store after whatever happened. After every fault the store f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.disk import fill, problems, remount, stored_ids, tmpfs
@@ -33,6 +34,23 @@ def start(targets: Path, store: Path, log: Path, port: int) -> subprocess.Popen[
              "--listen", f"127.0.0.1:{port}", "--measure", MEASURE, "--grace", "2"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         )
+
+
+@contextlib.contextmanager
+def running(targets: Path, store: Path, log: Path) -> Iterator[int]:
+    """A daemon for the block (yields its metrics port), stopped with SIGTERM (exit 0) after it,
+    killed if the block failed."""
+    port = free_port()
+    proc = start(targets, store, log, port)
+    try:
+        yield port
+        assert proc.poll() is None  # measured through the fault, never exited
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def logged(log: Path, msg: str) -> list[dict[str, object]]:
@@ -95,12 +113,11 @@ def test_kill_9_under_load_loses_no_finished_measurement(tmp_path: Path) -> None
 def test_a_disk_that_fills_and_is_freed_loses_nothing(tmp_path: Path) -> None:
     targets = tmp_path / "targets.yaml"
     targets.write_text(targets_yaml([f"t{i:02d}" for i in range(60)], interval=1.0, jitter=1.0, concurrency=8))
-    log, port = tmp_path / "daemon.log", free_port()
+    log = tmp_path / "daemon.log"
     with tmpfs(tmp_path / "disk", "3m") as disk:
         store, filler = disk / "probe.sqlite", disk / "filler"
         fill(filler, leave=700 * 1024)
-        proc = start(targets, store, log, port)
-        try:
+        with running(targets, store, log) as port:
             full = wait_for(lambda: when(port, "probe_store_writable", lambda v: v == 0), 60, "the disk to fill")
             assert metric(full, 'probe_store_write_errors_total{reason="disk_full"}') >= 1
             wait_for(lambda: metric(scrape(port), "probe_store_buffered_records") >= 100, 30, "records to buffer")
@@ -109,12 +126,6 @@ def test_a_disk_that_fills_and_is_freed_loses_nothing(tmp_path: Path) -> None:
             filler.unlink()  # space returns
             wait_for(lambda: metric(scrape(port), "probe_store_writable") == 1
                      and metric(scrape(port), "probe_store_buffered_records") < 100, 30, "the buffer to drain")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
         after = stored_ids(store)
         assert problems(store) == []
     errors = logged(log, "store write failed")
@@ -131,21 +142,13 @@ def test_a_disk_that_fills_and_is_freed_loses_nothing(tmp_path: Path) -> None:
 def ride_out(targets: Path, store: Path, log: Path, reason: str, end_fault: Callable[[], None]) -> None:
     """Start a daemon while the fault is on: it measures and buffers (no exit), says why in /metrics;
     end the fault: everything is written; SIGTERM: exit 0, every run reported done is stored."""
-    port = free_port()
-    proc = start(targets, store, log, port)
-    try:
+    with running(targets, store, log) as port:
         text = wait_for(lambda: when(port, "probe_store_buffered_records", lambda v: v >= 20), 30,
                         f"runs buffered while {reason}")
-        assert proc.poll() is None and metric(text, "probe_store_writable") == 0
+        assert metric(text, "probe_store_writable") == 0
         assert metric(text, f'probe_store_write_errors_total{{reason="{reason}"}}') >= 1
         end_fault()
         wait_for(lambda: when(port, "probe_store_writable", lambda v: v == 1), 30, "the store to be written")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert reported(log) <= stored_ids(store) and problems(store) == []
     failed = logged(log, "store not writable; measuring goes on, records are kept in memory until it is")
     assert failed and failed[-1]["reason"] == reason and str(store) in str(failed[-1]["error"])
@@ -165,14 +168,8 @@ def test_a_restart_on_a_read_only_store_keeps_measuring_and_writes_once_writable
     targets.write_text(targets_yaml([f"t{i:02d}" for i in range(20)], interval=1.0, jitter=1.0))
     with tmpfs(tmp_path / "disk", "4m") as disk:
         store = disk / "probe.sqlite"
-        first = start(targets, store, log, free_port())
-        try:
+        with running(targets, store, log):
             wait_for(lambda: len(logged(log, "measured")) >= 10, 30, "a first daemon's runs")
-            first.send_signal(signal.SIGTERM)
-            assert first.wait(30) == 0
-        finally:
-            if first.poll() is None:
-                first.kill()
         before = stored_ids(store)
         remount(disk, "ro")
 
