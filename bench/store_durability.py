@@ -211,7 +211,7 @@ def buffering(args: argparse.Namespace) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="probe-buffer-", dir=args.dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="probe-buffer-") as tmp:  # the store is on a tmpfs anyway
         directory = Path(tmp)
         disk = directory / "disk"
         disk.mkdir()
