@@ -131,8 +131,8 @@ def test_a_disk_that_fills_and_is_freed_loses_nothing(tmp_path: Path) -> None:
     errors = logged(log, "store write failed")
     assert errors and errors[0]["reason"] == "disk_full" and str(store) in str(errors[0]["error"])
     assert "disk is full" in str(errors[0]["error"])
-    assert len(errors) <= 3  # logged once per outage, not once per run
-    assert logged(log, "store writable again")
+    recoveries = logged(log, "store writable again")
+    assert recoveries and len(errors) <= len(recoveries) + 1  # logged once per outage, not once per failed run
     done = reported(log)
     assert done <= after and not logged(log, "store buffer full, records dropped")
     print(f"daemon on a full disk: {before} records committed before the disk was freed, {len(after)} after; "
