@@ -34,9 +34,10 @@ after its commit returned; so a kill -9 loses only the runs still in flight. Why
 ``FULL`` and not ``NORMAL``: in WAL mode ``NORMAL`` survives a process crash but
 not a power loss, and with group commit ``FULL`` costs little. Measured
 (``bench/store_durability.py``, docs/benchmarks.md): a commit per run does 15,700
-records/s with ``FULL`` and 27,000 with ``NORMAL``; group commit with ``FULL`` 43,900,
-against 46,900 for the old policy (one commit per 500 records, which lost up to 227
-finished runs per kill -9); the daemon writes about 110 records/s at 5,000 checks/min.
+records/s with ``FULL`` and 27,000 with ``NORMAL`` (752 and 5,800 on a busy disk); group
+commit with ``FULL`` 43,900 (9,300 busy), against 46,900 (13,600 busy) for the old policy
+(one commit per 500 records, which lost up to 227 finished runs per kill -9); the daemon
+writes about 110 records/s at 5,000 checks/min.
 
 Failures. A commit that fails (disk full, read-only file system, I/O error) is
 rolled back whole and raises :class:`StoreError`, whose ``reason`` says which
