@@ -357,9 +357,11 @@ class Daemon:
             task.cancel()
         await asyncio.gather(dispatcher, flusher, *workers, *bursts, return_exceptions=True)
         if self._writer is not None:  # every write handed over so far is tried before the close
+            await asyncio.to_thread(self._writer.drain)
+            await asyncio.sleep(0)  # the last runs' done callbacks (their events go to the writer too)
             await asyncio.to_thread(self._writer.close)
             self._writer = None
-            await asyncio.sleep(0)  # the last runs' done callbacks
+            await asyncio.sleep(0)
         _log(logging.INFO, "daemon stopped", in_flight_finished=finished, cancelled=cancelled)
 
     async def _dispatch(self) -> None:

@@ -99,16 +99,21 @@ class StoreWriter:
         return True
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop the thread after the queue is drained, then close the store (a last forced flush)."""
+        """Stop the thread after the queue is drained, then close the store (its last commit). What
+        cannot be written then is lost: the error says so, always at error level."""
         self.drain(timeout)
         with self._cond:
             self._stop = True
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._events:
+            events = list(self._events.values())
+            self._timed(lambda: self.store.save_events(events), "saving events failed")
         try:
             self.store.close()
         except Exception as exc:  # noqa: BLE001 - reported; the exit stays clean
+            self._failing = None  # not folded into an outage already logged: this is the loss
             self._error(exc, "store close failed")
         else:
             self._done_all()

@@ -11,7 +11,9 @@ line must be in the store after whatever happened. After every fault the store f
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import random
 import signal
 import subprocess
@@ -20,8 +22,19 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from probe.service import daemon as daemon_mod
+from probe.storage.store import StoreError
 from tests.disk import fill, problems, remount, stored_ids, tmpfs
-from tests.service.test_daemon import ROOT, free_port, scrape, targets_yaml, wait_for
+from tests.service.test_daemon import (
+    ROOT,
+    ListStore,
+    free_port,
+    make_daemon,
+    run_for,
+    scrape,
+    targets_yaml,
+    wait_for,
+)
 
 MEASURE = "tests.service.test_daemon:fake_measure"
 
@@ -178,3 +191,33 @@ def test_a_restart_on_a_read_only_store_keeps_measuring_and_writes_once_writable
             remount(disk, "rw")
 
         ride_out(targets, store, log, "read_only", writable)
+
+
+class FullStore(ListStore):
+    """A store on a disk that stays full: appends are buffered, every commit fails."""
+
+    def flush(self) -> None:
+        raise StoreError("/var/lib/probe/probe.sqlite: cannot write the store (the disk is full)", "disk_full")
+
+    def close(self) -> None:
+        self.closed = True
+        raise StoreError("/var/lib/probe/probe.sqlite: the disk is full; 4 buffered record(s) not written",
+                         "disk_full")
+
+
+async def test_a_stop_during_an_outage_says_at_error_level_what_is_lost() -> None:
+    stream = io.StringIO()
+    daemon_mod.setup_logging(logging.INFO, stream)
+    try:
+        d = make_daemon(targets_yaml(["a", "b"], interval=1.0), store=FullStore())
+        await run_for(d, 1.3)
+    finally:
+        daemon_mod.setup_logging(logging.WARNING, sys.stderr)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    errors = [e for e in entries if e["level"] == "error"]
+    assert [e["msg"] for e in errors] == ["store write failed", "store close failed"]  # once, then the loss
+    assert "4 buffered record(s) not written" in errors[-1]["error"]
+    h = d.state.health
+    assert h.measurements["ok"] == 0 and h.records_written == 0  # nothing committed: nothing done
+    assert h.store_write_errors["disk_full"] >= 3 and not h.store_writable
+    assert not [e for e in entries if e["msg"] == "measured"]
