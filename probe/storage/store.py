@@ -376,7 +376,8 @@ class Store:
         self._buffer_since = 0.0
         self._envelope_ids: dict[str, int] = {}
         self._envelope_texts: dict[int, str] = {}
-        self._missing_eids: set[int] = set()
+        #: envelope ids that records point to but that do not exist (found while reading)
+        self.missing_envelopes: set[int] = set()
         #: records refused because the buffer was full (lost, counted)
         self.dropped = 0
         #: records skipped while reading because their envelope is missing
@@ -814,15 +815,26 @@ class Store:
                 f"SELECT eid, fields FROM envelopes WHERE eid IN ({marks})", chunk
             ).fetchall()
             self._envelope_texts.update(rows)
-            self._missing_eids.update(set(chunk) - {eid for eid, _ in rows})
+            self.missing_envelopes.update(set(chunk) - {eid for eid, _ in rows})
         return {eid: self._envelope_texts[eid] for eid in eids if eid in self._envelope_texts}
 
     def damage(self) -> list[str]:
         """What reads so far found wrong with the store (empty when nothing), one line each."""
-        if not self.orphans_skipped:
+        if not self.missing_envelopes:
             return []
-        return [f"store {self.path}: {self.orphans_skipped} record(s) reference a missing envelope "
-                f"(envelope id(s) {', '.join(map(str, sorted(self._missing_eids)[:5]))}) and were skipped"]
+        missing = sorted(self.missing_envelopes)
+        try:
+            count = sum(
+                self._connection().execute(
+                    f"SELECT count(*) FROM records WHERE eid IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchone()[0]
+                for chunk in (missing[k : k + 500] for k in range(0, len(missing), 500))
+            )
+        except sqlite3.DatabaseError as exc:
+            return [str(self._fail("cannot read the store", exc))]
+        ids = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        return [f"store {self.path}: {count} record(s) reference a missing envelope (envelope id(s) {ids}); "
+                "they were left out"]
 
     def check(self) -> list[str]:
         """``PRAGMA integrity_check`` and the foreign-key check: problems, one line each (empty: clean)."""

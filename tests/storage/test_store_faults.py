@@ -16,6 +16,7 @@ import pytest
 
 from probe.cli import main
 from probe.core.records import ProbeMeta, Verdict, verdict_record
+from probe.storage import export as export_mod
 from probe.storage.store import Store, StoreBufferFull, StoreError
 from tests.disk import fill, problems, remount, stored_ids, tmpfs
 
@@ -181,7 +182,7 @@ def _store_with_runs(path: Path, runs: int) -> None:
 
 
 def test_records_pointing_to_a_missing_envelope_are_skipped_and_named(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "orphans.sqlite"
     _store_with_runs(path, 3)
@@ -197,9 +198,13 @@ def test_records_pointing_to_a_missing_envelope_are_skipped_and_named(
         out = tmp_path / f"out.{fmt}"
         assert main(["export", "--store", str(path), "--out", str(out)]) == 2
         err = capsys.readouterr().err
-        assert f"94 {'measurements' if fmt == 'jsonl' else 'records'} to" in err  # one per run in JSONL
+        assert "94 measurements to" in err  # one per run
         assert "47 record(s) reference a missing envelope" in err
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 94
+    monkeypatch.setattr(export_mod, "PARALLEL_MIN", 1)  # slices in worker processes name it too
+    assert main(["export", "--store", str(path), "--out", str(tmp_path / "par.jsonl"), "--workers", "3"]) == 2
+    assert "47 record(s) reference a missing envelope" in capsys.readouterr().err
+    assert len((tmp_path / "par.jsonl").read_text().splitlines()) == 94
     with Store(path, readonly=True) as store:
         assert store.check() == [f"store {path}: 47 record(s) reference a missing envelope"]
 
