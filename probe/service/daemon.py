@@ -74,6 +74,7 @@ log = logging.getLogger("probe.service.daemon")
 
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
+STOP_WRITES = 60.0  # seconds a stop waits for the store writer to write what was handed over
 
 
 class Outcome(Protocol):
@@ -357,9 +358,10 @@ class Daemon:
             task.cancel()
         await asyncio.gather(dispatcher, flusher, *workers, *bursts, return_exceptions=True)
         if self._writer is not None:  # every write handed over so far is tried before the close
-            await asyncio.to_thread(self._writer.drain)
+            budget = max(STOP_WRITES, self.grace)  # a disk that hangs must not hang the stop
+            await asyncio.to_thread(self._writer.drain, budget)
             await asyncio.sleep(0)  # the last runs' done callbacks (their events go to the writer too)
-            await asyncio.to_thread(self._writer.close)
+            await asyncio.to_thread(self._writer.close, budget)
             self._writer = None
             await asyncio.sleep(0)
         _log(logging.INFO, "daemon stopped", in_flight_finished=finished, cancelled=cancelled)

@@ -107,6 +107,10 @@ class StoreWriter:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._thread.is_alive():  # stuck in a store call: closing under it would be unsafe
+            log.error("store writer did not finish; the store is left as it is", extra={"fields": {
+                "timeout_seconds": timeout, "path": _path(self.store)}})
+            return
         if self._events:
             events = list(self._events.values())
             self._timed(lambda: self.store.save_events(events), "saving events failed")
@@ -133,12 +137,14 @@ class StoreWriter:
                 self._busy = True
             try:
                 self._round(batch)
+                self._publish()
+            except Exception:  # noqa: BLE001 - the writer must outlive any bug: a dead writer hangs the stop
+                log.exception("store writer round failed", extra={"fields": {"items": len(batch)}})
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
                 self._pending(-len(batch))
-                self._publish()
 
     def _round(self, batch: list[tuple[str, Any, Done | None]]) -> None:
         for kind, payload, done in batch:
