@@ -90,6 +90,7 @@ class Settings:
     ca_bundle: str | None = None
     store: str = "probe.sqlite"
     retention_days: int = 90
+    store_buffer_mb: int = 64
     concurrency: int = 32
     timeouts: Timeouts = field(default_factory=Timeouts)
     control_sni: str = "www.example.com"
@@ -375,6 +376,7 @@ SETTINGS: Mapping[str, Parser] = {
     "ca_bundle": _opt_str,
     "store": _str,
     "retention_days": _number(1, 36500, integer=True),
+    "store_buffer_mb": _number(1, 65536, integer=True),
     "concurrency": _number(1, 10000, integer=True),
     "timeouts": _timeouts,
     "control_sni": _hostname,

@@ -126,7 +126,8 @@ class Endpoints:
         meta = self.daemon.ctx.meta
         facts = [("country", meta.probe_cc), ("network", meta.probe_asn)]
         with self.daemon.state.lock:
-            started, errors = self.daemon.state.health.start_time, self.daemon.state.health.store_write_errors
+            started = self.daemon.state.health.start_time
+            errors = sum(self.daemon.state.health.store_write_errors.values())
         path = getattr(self.daemon.store, "path", None)
         title = "probe: what this probe sees"
         try:
