@@ -172,7 +172,8 @@ def kills(args: argparse.Namespace) -> None:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store", str(store),
                      "--listen", "127.0.0.1:0", "--measure", "tests.service.test_daemon:fake_measure"],
-                    cwd=tree, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": str(tree), "PROBE_INFORMED_CONSENT": "1"})
+                    cwd=tree, stdout=subprocess.DEVNULL, stderr=err,
+                    env={**os.environ, "PYTHONPATH": str(tree), "PROBE_INFORMED_CONSENT": "1"})
             try:
                 deadline = time.monotonic() + 60
                 while measured(log) == 0:
