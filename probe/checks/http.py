@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from probe.analysis import blockpages
+from probe.analysis import blockpages, httpdiff
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
@@ -24,6 +24,7 @@ from probe.core.records import CheckResult, Role
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _KEPT_HEADERS = 32  # headers recorded; the rest are counted, not kept
+_KEPT_NAMES = 64  # header names recorded for the comparison with the test helper
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class HTTPDetails:
     title: str | None = None
     blockpage: str | None = None
     tls_verified: bool = False
+    header_names: tuple[str, ...] = ()  # every header name, lower-cased (bounded), for the comparison
+    lang: str | None = None  # <html lang>, else Content-Language
+    shape: tuple[int, ...] = ()  # structure signature (probe.analysis.httpdiff.shape)
 
 
 def _title(body: bytes) -> str | None:
@@ -151,4 +155,7 @@ async def _round_trip(
         title=title,
         blockpage=blockpages.match(body[:65536].decode("utf-8", "replace"), title, location, headers),
         tls_verified=verified,
+        header_names=tuple(sorted({k.lower() for k in response.headers})[:_KEPT_NAMES]),
+        lang=httpdiff.language(body, response.headers.get("content-language")),
+        shape=httpdiff.shape(body),
     )
