@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import probe.families  # noqa: F401  (registers the families' option schemas)
-from probe.analysis.verdict import HTTPS_CONTROL, Controls, decide
+from probe.analysis.httpdiff import HTTPS_CONTROL
+from probe.analysis.verdict import Controls, decide
 from probe.checks import control, dns, http, tcp, tls
 from probe.core.config import Target
 from probe.core.context import Context

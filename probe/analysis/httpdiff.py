@@ -60,6 +60,10 @@ _TAG = re.compile(rb"<([a-zA-Z][a-zA-Z0-9]{0,15})")
 _LANG = re.compile(rb"<html[^>]{0,512}?\blang\s*=\s*[\"']?([a-zA-Z]{2,3})", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 
+#: Check names of the two references a page is compared with: the test helper's fetch
+#: (probe/checks/control.py) and, without a helper, the probe's own fetch over verified TLS (probe/pipeline.py).
+PAGE_CONTROL, HTTPS_CONTROL = "web_control", "https_control"
+
 Outcome = Literal["same", "explained", "different", "incomparable"]
 
 
@@ -255,8 +259,11 @@ def compare(probe: Page, hops: Sequence[Page]) -> Comparison:
         if probe.lang and ref.lang and probe.lang != ref.lang and checks["structure_match"] is not False:
             return result("explained", f"the same page in another language ({probe.lang} against {ref.lang})")
         return result("different", f"title {_title(probe)} where the reference has {_title(ref)}")
-    if checks["body_length_match"] is not False or checks["structure_match"] or checks["headers_match"]:
+    if checks["body_length_match"] or checks["structure_match"]:
         return result("same", "same status, no titles, and a similar length or structure")
+    if checks["body_length_match"] is None and checks["structure_match"] is None \
+            and checks["headers_match"] is not False:
+        return result("same", "same status, and no title, body or header names that differ")
     return result("different", f"no titles, and {probe.body_length} bytes against {ref.body_length}")
 
 

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probe.analysis import circumvention as family
-from probe.analysis.httpdiff import Comparison, Page, compare, describe
+from probe.analysis.httpdiff import HTTPS_CONTROL, PAGE_CONTROL, Comparison, Page, compare, describe
 from probe.core import failures
 from probe.core.config import Target
 from probe.core.records import CheckResult, Verdict
@@ -251,10 +251,6 @@ def _http_row(results: Results) -> _Row | None:
     return _Row("http_outage", False, None,
                 f"{failed[0].details.url} failed ({failure}) and the control request failed too",
                 evidence, failure)
-
-
-#: The check names of the two references a page is compared with (probe/checks/control.py, probe/pipeline.py).
-PAGE_CONTROL, HTTPS_CONTROL = "web_control", "https_control"
 
 
 def _https_of(url: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from probe.analysis.httpdiff import PAGE_CONTROL
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
@@ -60,9 +61,6 @@ class PageControlDetails:
     helper: str
     url: str
     hops: tuple[dict[str, Any], ...] = ()
-
-
-PAGE_CONTROL = "web_control"
 
 
 async def fetch_page(helper: str, url: str, ctx: Context, *, target: str) -> CheckResult[PageControlDetails]:
