@@ -21,6 +21,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     sni: str | None = None
+    peer: str | None = None  # the client's address
 
 
 @dataclass
@@ -32,7 +33,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 451: "Unavailable"}
+REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 400: "Bad Request", 403: "Forbidden",
+           404: "Not Found", 451: "Unavailable For Legal Reasons", 503: "Service Unavailable"}
 
 
 def page(title: str, text: str) -> bytes:
@@ -82,6 +84,8 @@ def connection_handler(handler: Handler) -> Callable[[asyncio.StreamReader, asyn
             request = await read_request(reader)
             ssl_object = writer.get_extra_info("ssl_object")
             request.sni = getattr(ssl_object, "lab_sni", None) if ssl_object else None
+            peername = writer.get_extra_info("peername")
+            request.peer = str(peername[0]) if peername else None
             await write_response(writer, await handler(request))
         except Exception:  # noqa: BLE001, S110 - a client that goes away is normal here
             pass
