@@ -258,6 +258,10 @@ def compare(probe: Page, hops: Sequence[Page]) -> Comparison:
     if checks["title_match"] is False:
         if probe.lang and ref.lang and probe.lang != ref.lang and checks["structure_match"] is not False:
             return result("explained", f"the same page in another language ({probe.lang} against {ref.lang})")
+        if probe.verified and checks["structure_match"] and checks["body_length_match"]:
+            # Only the origin writes a verified page: one with the same structure and length is the
+            # same page with a title of the moment. A censor's page over plain HTTP gets no such benefit.
+            return result("explained", "the same structure and length with another title (dynamic content)")
         return result("different", f"title {_title(probe)} where the reference has {_title(ref)}")
     if checks["body_length_match"] or checks["structure_match"]:
         return result("same", "same status, no titles, and a similar length or structure")
