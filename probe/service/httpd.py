@@ -33,8 +33,7 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 400: "Bad Request", 403: "Forbidden",
-           404: "Not Found", 451: "Unavailable For Legal Reasons", 503: "Service Unavailable"}
+REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 451: "Unavailable"}
 
 
 def page(title: str, text: str) -> bytes:
