@@ -13,7 +13,8 @@ the helper resolves the name with its own resolver and follows redirects (at mos
 :data:`MAX_BODY`), and answers with every hop's status, body length, title, header names,
 ``Location``, body hash, language and structure signature, the inputs of
 probe/analysis/httpdiff.py. Names that resolve to bogons (private, loopback...) fail at the
-DNS step, so the helper cannot be used to reach its own network.
+DNS step, and literal bogon addresses are refused, so the helper cannot be used to reach its own
+network (``allow_bogons`` is for tests on loopback only).
 
 The lab runs one in its server namespace; a deployment may run ``probe helper``
 on a server outside the censored network and point ``settings.test_helper`` at it.
@@ -83,13 +84,15 @@ def _valid_fetch(body: Any) -> tuple[str, str | None]:
     return url, agent
 
 
-async def _hop(url: str, ctx: Context) -> dict[str, Any]:
+async def _hop(url: str, ctx: Context, allow_bogons: bool) -> dict[str, Any]:
     host = urlsplit(url).hostname or ""
     try:
         import ipaddress
 
         ipaddress.ip_address(host)
         address = host
+        if dns.is_bogon(address) and not allow_bogons:
+            return {"url": url, "status": None, "failure": failures.DNS_BOGON, "failed_operation": "dns"}
     except ValueError:
         lookup = await dns.resolve(host, ctx.settings.resolvers[0], ctx, target="helper", qtypes=("A",))
         if not lookup.ok or not lookup.details.addresses:
@@ -102,11 +105,11 @@ async def _hop(url: str, ctx: Context) -> dict[str, Any]:
             "failed_operation": result.failed_operation}
 
 
-async def fetch(url: str, ctx: Context) -> dict[str, Any]:
+async def fetch(url: str, ctx: Context, *, allow_bogons: bool = False) -> dict[str, Any]:
     """The page at ``url`` as this vantage point sees it: every hop of its redirect chain."""
     hops: list[dict[str, Any]] = []
     while len(hops) <= MAX_HOPS:
-        hop = await _hop(url, ctx)
+        hop = await _hop(url, ctx, allow_bogons)
         hops.append(hop)
         location = hop.get("location")
         if hop.get("status") not in (301, 302, 303, 307, 308) or not location:
@@ -117,8 +120,8 @@ async def fetch(url: str, ctx: Context) -> dict[str, Any]:
     return {"hops": hops}
 
 
-def handle(ca_bundle: Path | None = None, timeout: float = 3.0,
-           resolver: str = "system") -> Callable[[Request], Awaitable[Response]]:
+def handle(ca_bundle: Path | None = None, timeout: float = 3.0, resolver: str = "system",
+           allow_bogons: bool = False) -> Callable[[Request], Awaitable[Response]]:
     settings = Settings(ca_bundle=str(ca_bundle) if ca_bundle else None, resolvers=(parse_resolver(resolver),),
                         http_max_body=MAX_BODY,
                         timeouts=Timeouts(dns=timeout, connect=timeout, tls=timeout, http=timeout))
@@ -132,7 +135,7 @@ def handle(ca_bundle: Path | None = None, timeout: float = 3.0,
                 url, agent = _valid_fetch(json.loads(request.body))
                 own = ctx if agent is None else dataclasses.replace(
                     ctx, settings=dataclasses.replace(settings, user_agent=agent))
-                result = await asyncio.wait_for(fetch(url, own), FETCH_SECONDS)
+                result = await asyncio.wait_for(fetch(url, own, allow_bogons=allow_bogons), FETCH_SECONDS)
             else:
                 address, port, sni = _valid(json.loads(request.body))
                 result = await check(address, port, sni, ctx)

@@ -39,8 +39,8 @@ async def origin() -> AsyncIterator[str]:
     await server.wait_closed()
 
 
-async def ask(body: object) -> tuple[int, dict[str, object]]:
-    app = helper.handle(timeout=3.0)
+async def ask(body: object, allow_bogons: bool = True) -> tuple[int, dict[str, object]]:
+    app = helper.handle(timeout=3.0, allow_bogons=allow_bogons)  # loopback is a bogon: allowed for these tests
     response = await app(Request("POST", "/fetch", {}, json.dumps(body).encode()))
     assert isinstance(response.body, bytes)
     return response.status, json.loads(response.body)
@@ -75,6 +75,13 @@ async def test_fetch_reports_a_failed_hop(origin: str) -> None:
     assert free != port
     _, body = await ask({"url": f"http://127.0.0.1:{free}/"})
     assert body["hops"][0]["status"] is None and body["hops"][0]["failure"] == "connection_refused"  # type: ignore[index]
+
+
+async def test_fetch_refuses_bogon_addresses(origin: str) -> None:
+    """A deployed helper cannot be made to fetch from its own network (loopback, private addresses)."""
+    count = len(SEEN_AGENTS)
+    _, body = await ask({"url": origin + "/c"}, allow_bogons=False)
+    assert body["hops"][0]["failure"] == "dns_bogon_error" and len(SEEN_AGENTS) == count  # type: ignore[index]
 
 
 @pytest.mark.parametrize("bad", [{"url": "ftp://127.0.0.1/"}, {"url": "http:///x"}, {"url": 3}, [],
