@@ -262,7 +262,8 @@ def compare(probe: Page, hops: Sequence[Page]) -> Comparison:
             # Only the origin writes a verified page: one with the same structure and length is the
             # same page with a title of the moment. A censor's page over plain HTTP gets no such benefit.
             return result("explained", "the same structure and length with another title (dynamic content)")
-        return result("different", f"title {_title(probe)} where the reference has {_title(ref)}")
+        mine = f"title {probe.title!r}" if probe.title else "no title"
+        return result("different", f"{mine} where the reference has {_title(ref)}")
     if checks["body_length_match"] or checks["structure_match"]:
         return result("same", "same status, no titles, and a similar length or structure")
     if checks["body_length_match"] is None and checks["structure_match"] is None \
