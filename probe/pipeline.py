@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import probe.families  # noqa: F401  (registers the families' option schemas)
+from probe.analysis.httpdiff import HTTPS_CONTROL
 from probe.analysis.verdict import Controls, decide
 from probe.checks import control, dns, http, tcp, tls
 from probe.core.config import Target
@@ -121,6 +122,28 @@ async def _http_with_control(
     return out
 
 
+async def _page_and_reference(
+    url: str, address: str | None, target: Target, ctx: Context
+) -> list[CheckResult[Any]]:
+    """The page, and what it is compared with (probe/analysis/httpdiff.py): the test helper's fetch of
+    the same URL (asked at the same time), else, for plain HTTP, the same URL over verified TLS."""
+    helper = ctx.settings.test_helper
+    if helper:
+        fetched, asked = await asyncio.gather(_http_with_control(url, address, target, ctx),
+                                              control.fetch_page(helper, url, ctx, target=target.name))
+        group: list[CheckResult[Any]] = [*fetched, asked]
+        if asked.ok:
+            return group
+    else:
+        group = list(await _http_with_control(url, address, target, ctx))
+    page, parts = group[0], urlsplit(url)
+    if page.ok and not page.details.blockpage and parts.scheme == "http" and parts.port is None and address:
+        own = await http.fetch("https://" + url.split("://", 1)[1], address, ctx, target=target.name,
+                               role="control")
+        group.append(replace(own, check=HTTPS_CONTROL))
+    return group
+
+
 async def _control_host_ok(target: Target, ctx: Context) -> tuple[bool | None, list[CheckResult[Any]]]:
     if target.control_host is None:
         return None, []
@@ -180,7 +203,7 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
             address = _http_address(url, target, reachable)
             if address is None or (url.startswith("https:") and "tls" in target.checks and not tls_ok):
                 continue
-            results += await _http_with_control(url, address, target, ctx)
+            results += await _page_and_reference(url, address, target, ctx)
 
     # 5. QUIC and throughput (optional families, imported only when used).
     if "quic" in target.checks and addresses:

@@ -119,7 +119,7 @@ def _replace(old: str, new: str) -> str:
          "s.yaml:17: phases[1] (ban).techniques[0].aims[0]: 'z.test' is not one of this scenario's targets"),
         (_replace("      b.test: throttling\n", "      b.test: throttled\n"),
          "s.yaml:21: phases[1] (ban).expect.b.test: 'throttled' is not a blocking value (one of: false, dns, "
-         "tcp_ip, tls, http-failure, http-diff, quic, throttling, null)"),
+         "tcp_ip, tls, http-failure, http-diff, origin-withheld, quic, throttling, null)"),
         (_replace("      b.test: throttling\n", "      b.test: true\n"),
          "s.yaml:21: phases[1] (ban).expect.b.test: True is not a blocking value"),
         (_replace("      b.test: throttling\n", ""),

@@ -48,15 +48,18 @@ EVENT_TYPE: Mapping[str, str] = {
     "tls": "tls",
     "http-failure": "http",
     "http-diff": "http",
+    "origin-withheld": "origin-withheld",  # the origin, not the network: its own series
     "quic": "quic",
     "throttling": "throttling",
 }
 #: Event type -> the check kind whose failure it is.
 CHECK_OF_TYPE: Mapping[str, str] = {
     "dns": "dns", "tcp_ip": "tcp", "tls": "tls", "http": "http", "quic": "quic", "throttling": "throughput",
+    "origin-withheld": "http",
 }
 #: Order of the pipeline's steps: a blocking at a later step means the earlier steps passed.
-_STAGE: Mapping[str, int] = {"dns": 0, "tcp_ip": 1, "tls": 2, "http": 3, "quic": 4, "throttling": 5}
+_STAGE: Mapping[str, int] = {"dns": 0, "tcp_ip": 1, "tls": 2, "http": 3, "origin-withheld": 3, "quic": 4,
+                             "throttling": 5}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,14 @@ tls_blocked             it fails with the control SNI too, but the test helper  
 tls_outage              it fails with the control SNI too (and at the helper)      False       None
 http_blockpage          a plain-HTTP response matches a block page fingerprint     False       "http-diff"
                         or is 451
+origin_withheld         the origin, over TLS verified for its name, answers 451,   False       "origin-withheld"
+                        or a 200 page unlike the test helper's view of the URL
+origin_refused          the verified origin answers this client 3xx/4xx/5xx and    None        None
+                        the helper 2xx (bot defence, rate limit or geo: unclear)
+http_diff               a plain-HTTP page unlike the test helper's, in a way no   False       "http-diff"
+                        CDN, language or dynamic content explains
+http_unverified_diff    no helper: a plain-HTTP page unlike the same URL over      None        None
+                        verified TLS (title, length, redirect to another domain)
 http_failure            the request fails after connect/handshake, and a control   False       "http-failure"
                         request (control Host/SNI, same address) gets an answer
 http_outage             the control request fails too                              False       None
@@ -57,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probe.analysis import circumvention as family
+from probe.analysis.httpdiff import HTTPS_CONTROL, PAGE_CONTROL, Comparison, Page, compare, describe
 from probe.core import failures
 from probe.core.config import Target
 from probe.core.records import CheckResult, Verdict
@@ -90,6 +99,7 @@ class _Row:
     reason: str
     evidence: tuple[str, ...] = ()
     failure: str | None = None
+    details: Mapping[str, Any] | None = None
 
 
 def _of(results: Results, check: str, role: str = "target") -> list[CheckResult[Any]]:
@@ -225,6 +235,9 @@ def _http_row(results: Results) -> _Row | None:
             what = f"block page {d.blockpage}" if d.blockpage else "HTTP 451"
             return _Row("http_blockpage", False, "http-diff",
                         f"{d.url} returned {what}", (r.id,))
+    compared = _compared_row(results, http)
+    if compared is not None:
+        return compared
     failed = [r for r in http if not r.ok]
     if not failed:
         return None
@@ -238,6 +251,81 @@ def _http_row(results: Results) -> _Row | None:
     return _Row("http_outage", False, None,
                 f"{failed[0].details.url} failed ({failure}) and the control request failed too",
                 evidence, failure)
+
+
+def _https_of(url: str) -> str:
+    return "https://" + url.split("://", 1)[1] if url.startswith("http://") else url
+
+
+def comparisons(results: Results) -> list[tuple[CheckResult[Any], CheckResult[Any], Comparison]]:
+    """Each successful page of the target, with its reference and the comparison (pure)."""
+    out = []
+    helper = {r.details.url: r for r in _of(results, PAGE_CONTROL, "control") if r.ok}
+    own = {r.details.url: r for r in _of(results, HTTPS_CONTROL, "control") if r.ok}
+    for r in _of(results, "http"):
+        if not r.ok or r.details.status is None:
+            continue
+        page = Page.from_details(r.details)
+        if r.details.url in helper:
+            ref = helper[r.details.url]
+            out.append((r, ref, compare(page, [Page.from_json(h) for h in ref.details.hops])))
+        elif not r.details.tls_verified and _https_of(r.details.url) in own:
+            ref = own[_https_of(r.details.url)]
+            out.append((r, ref, compare(page, [Page.from_details(ref.details)])))
+    return out
+
+
+def _compared_row(results: Results, http: Sequence[CheckResult[Any]]) -> _Row | None:
+    """451 from a verified origin, then pages unlike the reference's (probe/analysis/httpdiff.py)."""
+    for r in http:
+        d = r.details
+        if r.ok and d.tls_verified and d.status == 451:  # noqa: PLR2004
+            return _Row("origin_withheld", False, "origin-withheld",
+                        f"{d.url}: the origin, over TLS verified for its name, answered 451 Unavailable For "
+                        "Legal Reasons (RFC 7725): the service withholds this content here (a legal "
+                        "restriction), the network delivered it", (r.id,))
+    rows = []
+    for r, ref, c in comparisons(results):
+        if c.outcome != "different":
+            continue
+        url, ids = r.details.url, (r.id, ref.id)
+        evidence = {"http_diff": c.evidence()}
+        assert c.probe is not None
+        assert c.control is not None
+        if ref.check == HTTPS_CONTROL:
+            rows.append(_Row("http_unverified_diff", None, None,
+                             f"{url} returned {describe(c.probe)} over plain HTTP, unlike the same URL over "
+                             f"verified TLS, {describe(c.control)} ({c.why}); without a test helper the probe "
+                             "cannot tell a censor's page from a site that serves HTTP differently",
+                             ids, details=evidence))
+        elif r.details.tls_verified:
+            if c.probe.status is not None and c.probe.status // 100 == 2:  # noqa: PLR2004
+                rows.append(_Row("origin_withheld", False, "origin-withheld",
+                                 f"{url}: the origin, over TLS verified for its name, serves {describe(c.probe)} "
+                                 f"where the test helper, in another network, gets {describe(c.control)} "
+                                 f"({c.why}): the service withholds this content here (a legal restriction), "
+                                 "not the network", ids, details=evidence))
+            else:
+                rows.append(_Row("origin_refused", None, None,
+                                 f"{url}: the origin, over verified TLS, answers {describe(c.probe)} where the "
+                                 f"test helper gets {describe(c.control)} ({c.why}): bot defence, a rate limit "
+                                 "or a regional restriction; the network is not the cause", ids,
+                                 details=evidence))
+        else:
+            rows.append(_Row("http_diff", False, "http-diff",
+                             f"{url} returned {describe(c.probe)} where the test helper gets "
+                             f"{describe(c.control)}: {c.why}; no CDN, language or dynamic content explains "
+                             f"it (unknown block page, body sha256 {(c.probe.sha256 or '?')[:16]})",
+                             ids, details=evidence))
+    rows.sort(key=lambda row: row.blocking is None)  # a blocking before an inconclusive
+    return rows[0] if rows else None
+
+
+def _http_notes(results: Results) -> str:
+    """Differences that a benign cause explains, for the accessible row's reason."""
+    notes = [f"{r.details.url} differs from the reference: {c.why}" for r, _, c in comparisons(results)
+             if c.outcome == "explained"]
+    return "; " + "; ".join(notes) if notes else ""
 
 
 def _quic_row(results: Results) -> _Row | None:
@@ -283,7 +371,7 @@ def _kbit(bytes_per_second: Any) -> str:
 def decide(target: Target, results: Results, controls: Controls, start_time: float) -> Verdict:
     """Apply the table (see the module docstring) to one target's results."""
     row = _decide(target, results, controls)
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = dict(row.details or {})
     if controls.throttling:
         details["throttling"] = dict(controls.throttling)
     return Verdict(
@@ -321,5 +409,5 @@ def _decide(target: Target, results: Results, controls: Controls) -> _Row:
     partial = [r for r in results if not r.ok and r.role == "target"]
     note = f" ({len(partial)} of {len(results)} steps failed, e.g. {partial[0].input}: " \
         f"{partial[0].failure})" if partial else ""
-    return _Row("accessible", True, False, f"all checks reached the service{note}",
+    return _Row("accessible", True, False, f"all checks reached the service{note}{_http_notes(results)}",
                 _ids([r for r in results if r.role == "target"]))

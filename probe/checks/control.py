@@ -1,12 +1,15 @@
-"""Remote control: ask the test helper (probe/service/helper.py) whether it reaches address:port."""
+"""Remote control: ask the test helper (probe/service/helper.py) whether it reaches address:port
+(:func:`ask`), or what page it gets for a URL (:func:`fetch_page`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
+from probe.analysis.httpdiff import PAGE_CONTROL
 from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
@@ -58,4 +61,40 @@ async def ask(
         failure=failure, failed_operation=None if failure is None else "http_round_trip", start_time=start,
         runtime=ctx.monotonic() - t0, details=details, role="control",
         timings={"control": ctx.monotonic() - t0},
+    )
+
+
+@dataclass(frozen=True)
+class PageControlDetails:
+    """The helper's view of one URL: every hop of its redirect chain (see probe/service/helper.py)."""
+
+    helper: str
+    url: str
+    hops: tuple[dict[str, Any], ...] = ()
+
+
+async def fetch_page(helper: str, url: str, ctx: Context, *, target: str) -> CheckResult[PageControlDetails]:
+    """Ask the helper to fetch ``url``; ``ok`` means it answered with at least one hop that got a status."""
+    start, t0 = ctx.clock(), ctx.monotonic()
+    details = PageControlDetails(helper, url)
+    failure: str | None = None
+    try:
+        async with httpx.AsyncClient(verify=ctx.ssl_context(), timeout=ctx.settings.timeouts.http * 5,
+                                     trust_env=False, transport=ctx.http_transport) as client:
+            response = await client.post(helper.rstrip("/") + "/fetch",
+                                         json={"url": url, "user_agent": ctx.settings.user_agent})
+            response.raise_for_status()
+            body = response.json()
+        hops = tuple(h for h in body.get("hops") or () if isinstance(h, dict))
+        details = PageControlDetails(helper, url, hops)
+        if body.get("failure") or not hops:
+            failure = str(body.get("failure") or f"{failures.UNKNOWN_PREFIX}: the helper fetched nothing")
+        elif hops[0].get("status") is None:
+            failure = str(hops[0].get("failure") or f"{failures.UNKNOWN_PREFIX}: no status")
+    except Exception as exc:  # noqa: BLE001 - classified
+        failure = failures.classify(exc)
+    return CheckResult(
+        check=PAGE_CONTROL, target=target, input=f"{url} via {helper}", ok=failure is None, failure=failure,
+        failed_operation=None if failure is None else "http_round_trip", start_time=start,
+        runtime=ctx.monotonic() - t0, details=details, role="control", timings={"control": ctx.monotonic() - t0},
     )

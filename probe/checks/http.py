@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from probe.analysis import blockpages
+from probe.analysis import blockpages, httpdiff
 from probe.analysis.blockpages import SCAN_BYTES, page_title  # page_title: here too, for the checks' users
 from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
@@ -23,6 +23,7 @@ from probe.core.context import Context
 from probe.core.records import CheckResult, Role
 
 _KEPT_HEADERS = 32  # headers recorded; the rest are counted, not kept
+_KEPT_NAMES = 64  # header names recorded for the comparison with the test helper
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class HTTPDetails:
     title: str | None = None
     blockpage: str | None = None
     tls_verified: bool = False
+    header_names: tuple[str, ...] = ()  # every header name, lower-cased (bounded), for the comparison
+    lang: str | None = None  # <html lang>, else Content-Language
+    shape: tuple[int, ...] = ()  # structure signature (probe.analysis.httpdiff.shape)
 
 
 def _at_address(url: str, address: str | None) -> str:
@@ -133,4 +137,7 @@ async def _round_trip(
         title=title,
         blockpage=blockpages.match(body.data[:SCAN_BYTES].decode("utf-8", "replace"), title, location, headers),
         tls_verified=verified,
+        header_names=tuple(sorted({k.lower() for k in response.headers})[:_KEPT_NAMES]),
+        lang=httpdiff.language(body.data, response.headers.get("content-language")),
+        shape=httpdiff.shape(body.data),
     )

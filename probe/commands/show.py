@@ -35,10 +35,14 @@ def register(sub: Any) -> None:
     parser.add_argument("--since", metavar="T",
                         help="only verdicts at or after T (2026-04-16, RFC 3339, or 30m/24h/7d ago)")
     parser.add_argument("--target", metavar="NAME", help="only this target")
-    parser.add_argument("--limit", metavar="N", type=int, default=50,
+    parser.add_argument("--limit", metavar="N", type=int, default=None,
                         help="at most N verdicts, the most recent (default 50)")
     parser.add_argument("--json", action="store_true",
                         help="print the verdict records, one JSON object per line")
+    parser.add_argument("--unknown-blockpages", action="store_true",
+                        help="the most common pages that differed from the reference (test helper or verified "
+                             "TLS) with no fingerprint, by title and body hash: candidates for "
+                             "probe/data/blockpages.yaml (reads the last --limit verdicts; default 10000)")
     parser.set_defaults(func=_run)
 
 
@@ -60,8 +64,9 @@ def store_path(args: argparse.Namespace) -> Path:
 def _run(args: argparse.Namespace) -> int:
     from probe.storage.export import ExportError, parse_when
 
-    if args.limit < 1:
-        print(f"probe show: --limit {args.limit}: must be at least 1", file=sys.stderr)
+    limit = args.limit if args.limit is not None else (UNKNOWN_SCAN if args.unknown_blockpages else 50)
+    if limit < 1:
+        print(f"probe show: --limit {limit}: must be at least 1", file=sys.stderr)
         return 2
     try:
         since = parse_when(args.since) if args.since else None
@@ -72,11 +77,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with Store(path, readonly=True) as store:
             newest = list(store.query(since=since, target=args.target, record_type="verdict",
-                                      limit=args.limit, newest_first=True))
+                                      limit=limit, newest_first=True))
             damage = store.damage()
     except StoreError as exc:
         return store_failed(exc)
     verdicts = newest[::-1]
+    if args.unknown_blockpages:
+        return _unknown_blockpages(verdicts, args.json) or report_damage(damage)
     if args.json:
         for record in verdicts:
             print(json.dumps(record, ensure_ascii=False))
@@ -101,6 +108,38 @@ def report_damage(damage: list[str]) -> int:
     for line in damage:
         print(f"probe: {line}", file=sys.stderr)
     return 2 if damage else 0
+
+
+UNKNOWN_SCAN = 10000  # verdicts read by --unknown-blockpages unless --limit says otherwise
+
+
+def _unknown_blockpages(verdicts: list[dict[str, Any]], as_json: bool) -> int:
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from probe.analysis.httpdiff import unknown_pages
+
+    found = unknown_pages(verdicts)
+    if as_json:
+        for page in found:
+            print(json.dumps(asdict(page), ensure_ascii=False))
+        return 0
+    if not found:
+        print(f"probe show: no unknown block pages in the last {len(verdicts)} verdicts", file=sys.stderr)
+        return 0
+    table = Table(title=f"Unknown block pages (pages unlike the reference, no fingerprint), "
+                        f"in the last {len(verdicts)} verdicts", title_justify="left")
+    for column in ("count", "title", "body sha256", "redirect to", "targets", "probes", "last seen"):
+        table.add_column(column, overflow="fold")
+    for page in found:
+        table.add_row(str(page.count), escape(page.title or "(none)"), (page.body_sha256 or "")[:16],
+                      escape(page.location_host or ""), escape(", ".join(page.targets[:5])),
+                      escape(", ".join(page.probes[:5])), page.last_seen[:19].replace("T", " "))
+    Console().print(table)
+    return 0
 
 
 def verdict_table(verdicts: list[dict[str, Any]]) -> Any:

@@ -28,7 +28,8 @@ SOFTWARE_NAME = "probe"
 
 Role = Literal["target", "control"]
 #: False, or the kind of blocking: "dns", "tcp_ip", "tls", "http-failure", "http-diff",
-#: "quic", "throttling" (and the circumvention family's values, see docs/verdicts.md).
+#: "origin-withheld" (the origin withholds it: a legal restriction), "quic", "throttling"
+#: (and the circumvention family's values, see docs/verdicts.md).
 Blocking = bool | str
 
 D = TypeVar("D")

@@ -27,7 +27,7 @@ from probe.lab.live import LiveJSON
 from probe.lab.topology import AUTH_DNS, ISP_RESOLVER
 from probe.service.httpd import Request, Response, connection_handler, page
 
-BLOCKPAGE_PORT, REDIRECT_PORT, MITM_PORT = 8080, 8081, 8443
+BLOCKPAGE_PORT, REDIRECT_PORT, MITM_PORT, UNKNOWN_PORT = 8080, 8081, 8443, 8082
 BLOCKPAGE = (
     "<html><head><title>Доступ ограничен</title></head><body><h1>Доступ к ресурсу ограничен</h1>"
     "<p>Доступ к информационному ресурсу ограничен на основании Федерального закона. "
@@ -35,6 +35,25 @@ BLOCKPAGE = (
 )
 
 
+
+
+#: Block pages that no fingerprint in probe/data/blockpages.yaml knows, in several languages and shapes
+#: (tests/lab/test_blockpages_lab.py checks that none matches): style -> (status, headers, body).
+UNKNOWN_BLOCKPAGES: dict[str, tuple[int, dict[str, str], str]] = {
+    "en": (200, {}, "<html><head><title>Access denied</title></head><body><h2>Access denied</h2><p>Access to "
+                    "this website has been denied by your Internet service provider in accordance with a court "
+                    "order.</p><p>Case number 2-1234/2026.</p></body></html>"),
+    "fa": (200, {}, "<html dir='rtl'><head><meta charset='utf-8'><title>دسترسی غیرمجاز</title></head><body>"
+                    "<iframe src='http://filter.isp-portal.test/' width='100%' height='100%'></iframe></body></html>"),
+    "zh": (200, {}, "<html><head><meta charset='utf-8'><title>网站无法访问</title></head><body><div><p>根据相关"
+                    "法律法规和政策，该网站暂时无法访问。</p></div></body></html>"),
+    "tr": (200, {"X-Filter": "ok"}, "<html><body><center><b>Erişim engellendi.</b> Bu siteye erişim mahkeme "
+                                    "kararı ile engellenmiştir.</center></body></html>"),
+    "es": (403, {"Server": "filter"}, "<html><head><title>Acceso denegado</title></head><body><h1>Acceso "
+                                      "denegado</h1><p>Este sitio ha sido bloqueado por su proveedor.</p></body>"
+                                      "</html>"),
+    "redirect": (302, {"Location": "http://warning.isp-portal.test/blocked?site={host}"}, ""),
+}
 
 
 # -- the ISP resolver (lies when told to) -------------------------------------------------
@@ -98,8 +117,16 @@ async def isp_resolver(state: Path) -> None:
 
 
 async def blockpages(state: Path) -> None:
+    rules = LiveJSON(state / "rules.json")
+
     async def inject(request: Request) -> Response:
         return Response(200, BLOCKPAGE.encode())
+
+    async def unknown(request: Request) -> Response:
+        host = request.headers.get("host", "").split(":")[0].lower()
+        style = rules.current().get("blockpage_style", {}).get(host, "en")
+        status, headers, body = UNKNOWN_BLOCKPAGES[style]
+        return Response(status, body.encode(), {k: v.replace("{host}", host) for k, v in headers.items()})
 
     async def redirect(request: Request) -> Response:
         return Response(302, b"", {"Location": "http://warning.rt.ru/?id=17&url=" + request.headers.get("host", "")})
@@ -111,6 +138,7 @@ async def blockpages(state: Path) -> None:
     mitm.load_cert_chain(str(state / "mitm.pem"))
     await asyncio.start_server(connection_handler(inject), "0.0.0.0", BLOCKPAGE_PORT)  # noqa: S104 - lab ns only
     await asyncio.start_server(connection_handler(redirect), "0.0.0.0", REDIRECT_PORT)  # noqa: S104
+    await asyncio.start_server(connection_handler(unknown), "0.0.0.0", UNKNOWN_PORT)  # noqa: S104
     await asyncio.start_server(connection_handler(intercepted), "0.0.0.0", MITM_PORT, ssl=mitm)  # noqa: S104
     await asyncio.Event().wait()
 

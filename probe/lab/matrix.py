@@ -14,6 +14,22 @@ from probe.lab.lab import Lab
 from probe.lab.topology import CLOUD_SUBNET, SINKHOLE
 
 HTTP_ONLY = {"checks": ["dns", "tcp", "http"], "ports": [80]}
+NEWS = "news.other.test"
+PLAIN_NEWS = {**HTTP_ONLY, "urls": [f"http://{NEWS}/"]}
+CHANNEL = {"checks": ["dns", "tcp", "tls", "http"], "ports": [443], "urls": ["https://t.me.test/s/durov"]}
+NO_HELPER = {"test_helper": None}
+
+
+def _unknown(style: str, words: tuple[str, ...], **kw: Any) -> Case:
+    return Case(f"blockpage-unknown-{style}", "http_unknown_blockpage", {"host": NEWS, "style": style}, NEWS,
+                "http-diff", None, False, overrides=PLAIN_NEWS, rule="http_diff", reason=words, **kw)
+
+
+def _benign(kind: str, overrides: dict[str, Any], words: tuple[str, ...] = (), **kw: Any) -> Case:
+    host = "web.whatsapp.test" if kind == "forbidden" else NEWS
+    return Case(f"benign-{kind}" + ("-no-helper" if kw.get("settings") else ""), "site_view",
+                {"host": host, "kind": kind}, host, False, None, True, overrides=overrides, rule="accessible",
+                reason=words, **kw)
 
 
 @dataclass(frozen=True)
@@ -27,7 +43,41 @@ class Case:
     accessible: Any = "any"  # expected accessible, or "any"
     overrides: dict[str, Any] = field(default_factory=dict)
     bystanders: dict[str, Any] = field(default_factory=dict)  # other targets -> expected blocking
+    settings: dict[str, Any] = field(default_factory=dict)  # settings of the targets file (e.g. no test helper)
+    rule: str | None = None  # expected verdict rule, where it matters
+    reason: tuple[str, ...] = ()  # words the verdict's reason must contain
 
+
+#: Classes 1 and 2 of issue 14: unknown block pages, content withheld by the origin, and the benign differences.
+BLOCKPAGE_CASES: tuple[Case, ...] = (
+    # Block pages that no fingerprint knows, compared with the test helper's view (probe/analysis/httpdiff.py).
+    _unknown("en", ("'Access denied'", f"'{NEWS} lab'", "233 bytes")),
+    _unknown("fa", ("'دسترسی غیرمجاز'",)),
+    _unknown("zh", ("'网站无法访问'",)),
+    _unknown("tr", ("no title", "bytes")),
+    _unknown("es", ("403", "'Acceso denegado'")),
+    _unknown("redirect", ("another domain, warning.isp-portal.test",)),
+    # Without a test helper: the same URL over verified TLS is the reference; at least inconclusive.
+    Case("blockpage-unknown-en-no-helper", "http_unknown_blockpage", {"host": NEWS, "style": "en"}, NEWS, None,
+         None, None, overrides=PLAIN_NEWS, settings=NO_HELPER, rule="http_unverified_diff",
+         reason=("'Access denied'", "without a test helper")),
+    Case("blockpage-unknown-redirect-no-helper", "http_unknown_blockpage", {"host": NEWS, "style": "redirect"},
+         NEWS, None, None, None, overrides=PLAIN_NEWS, settings=NO_HELPER, rule="http_unverified_diff",
+         reason=("warning.isp-portal.test",)),
+    # Content withheld by a TLS-verified origin in the client's country (the helper sees the real page).
+    Case("origin-451", "site_view", {"host": "t.me.test", "kind": "legal451"}, "t.me.test", "origin-withheld",
+         None, False, overrides=CHANNEL, rule="origin_withheld", reason=("451", "legal restriction")),
+    Case("origin-withheld-200", "site_view", {"host": "t.me.test", "kind": "withheld"}, "t.me.test",
+         "origin-withheld", None, False, overrides=CHANNEL, rule="origin_withheld",
+         reason=("'Channel unavailable'", "'channel durov'", "legal restriction")),
+    # Benign differences: accessible, with the reason naming the explanation where there is one.
+    _benign("dynamic", PLAIN_NEWS),
+    _benign("dynamic", PLAIN_NEWS, settings=NO_HELPER),
+    _benign("language", PLAIN_NEWS, ("another language (de against en)",)),
+    _benign("georedirect", PLAIN_NEWS, (f"a redirect within the site, to de.{NEWS}",)),
+    _benign("challenge", PLAIN_NEWS),
+    _benign("forbidden", {"checks": ["dns", "tcp", "tls", "http"], "ports": [443]}),
+)
 
 CASES: tuple[Case, ...] = (
     Case("dns-nxdomain", "dns_nxdomain", {"host": "web.telegram.test"}, "web.telegram.test", "dns", F.DNS_NXDOMAIN,
@@ -66,6 +116,7 @@ CASES: tuple[Case, ...] = (
          False, None, True),
     Case("benign-cert-expired", "cert_expired", {"host": "web.telegram.test"}, "web.telegram.test", False,
          F.SSL_INVALID_CERTIFICATE, True),
+    *BLOCKPAGE_CASES,
 )
 
 
@@ -92,6 +143,9 @@ class Observed:
             got = self.verdicts[name]["blocking"]
             if got != expected:
                 out.append(f"bystander {name}: blocking {got!r} != expected {expected!r}")
+        if c.rule is not None and v["rule"] != c.rule:
+            out.append(f"rule {v['rule']!r} != expected {c.rule!r} ({v['reason']})")
+        out += [f"reason lacks {w!r}: {v['reason']}" for w in c.reason if w not in v["reason"]]
         if self.verdicts.get("control", {}).get("accessible") is not True:
             out.append("the control target was not accessible")
         return out
@@ -101,7 +155,8 @@ def run_case(lab: Lab, case: Case) -> Observed:
     names = [case.target, *case.bystanders]
     handle = lab.apply(case.technique, **case.params)
     try:
-        records = lab.run_probe(lab.targets_yaml(names, overrides={case.target: case.overrides}))
+        records = lab.run_probe(lab.targets_yaml(names, overrides={case.target: case.overrides},
+                                                 settings=case.settings))
     finally:
         lab.remove(handle)
     return Observed(case, Lab.verdicts(records))

@@ -49,7 +49,7 @@ from probe.core.config import (
 
 #: The values a verdict's ``blocking`` can take (probe/analysis/verdict.py); None is "inconclusive".
 BLOCKING_VALUES: tuple[str | bool | None, ...] = (
-    False, "dns", "tcp_ip", "tls", "http-failure", "http-diff", "quic", "throttling", None,
+    False, "dns", "tcp_ip", "tls", "http-failure", "http-diff", "origin-withheld", "quic", "throttling", None,
 )
 MAX_SECONDS = 3600.0  # a scenario is a compressed incident: an hour of replay is already too long
 

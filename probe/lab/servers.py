@@ -11,7 +11,8 @@
 
 Benign conditions are switched at run time through ``behaviour.json`` in the state
 directory (``slow``: host → seconds of delay; ``expired``: hosts that serve an
-expired certificate), re-read when it changes.
+expired certificate; ``views``: host → how its pages differ between the probe's
+client and everyone else, see :func:`view`), re-read when it changes.
 
 Run: ``python -m probe.lab.servers STATE_DIR``.
 """
@@ -33,7 +34,7 @@ import dns.rdatatype
 import dns.rrset
 
 from probe.lab.live import LiveJSON
-from probe.lab.topology import AUTH_DNS, DOH, HELPER, HOSTS
+from probe.lab.topology import AUTH_DNS, CLIENT_ADDR, DOH, HELPER, HOSTS
 from probe.service.httpd import Request, Response, connection_handler, page
 
 LARGE = 64 * 1024 * 1024  # /large is capped by the client's byte budget, not by this
@@ -92,6 +93,54 @@ async def _stream(total: int) -> AsyncIterator[bytes]:
         yield piece
 
 
+def article(host: str, lang: str = "en") -> bytes:
+    """A site's page with some structure, in English or German (the same template)."""
+    words = {"en": ("News", "Front page", "Today's top stories", "Read more"),
+             "de": ("Nachrichten", "Startseite", "Die wichtigsten Meldungen", "Weiterlesen")}[lang]
+    items = "".join(f"<li><a href='/a/{i}'>{words[2]} {i}</a> <em>{words[3]}</em></li>" for i in range(12))
+    return (f"<!doctype html><html lang='{lang}'><head><meta charset='utf-8'><title>{host}: {words[0]} - "
+            f"{words[1]}</title></head><body><header><nav><a href='/'>{words[1]}</a></nav></header><main>"
+            f"<h1>{words[2]}</h1><ul>{items}</ul></main><footer><p>{host}</p></footer></body></html>").encode()
+
+
+WITHHELD = ("<!doctype html><html><head><title>Channel unavailable</title></head><body><div class='error'>"
+            "<p>This channel can't be displayed in your country because it violated local laws.</p></div>"
+            "</body></html>")
+CHALLENGE = ("<!doctype html><html><head><title>Just a moment...</title></head><body><noscript>Enable JavaScript "
+             "and cookies to continue</noscript><script>setTimeout(function(){location.reload()},4000)</script>"
+             "</body></html>")
+
+
+def view(kind: str, host: str, client: bool) -> Response | None:
+    """How a host answers when its pages differ by who asks (``client``: the probe's address).
+
+    ``legal451``/``withheld``: the client gets a 451 / a "cannot be displayed in your country" page,
+    everyone else (the test helper) the real one. ``language``: German for the client, English for
+    the rest. ``georedirect``: the client is sent to ``de.<host>``. ``dynamic``: every answer carries
+    a timestamp, a random id and random padding. ``challenge``: everyone gets a CDN challenge (503).
+    ``forbidden``: everyone gets a 403 (an origin that refuses non-browsers).
+    """
+    import os
+    import time
+
+    if kind == "legal451" and client:
+        return Response(451, page("Unavailable For Legal Reasons", "blocked by a legal demand in your country"))
+    if kind == "withheld" and client:
+        return Response(200, WITHHELD.encode())
+    if kind == "language":
+        return Response(200, article(host, "de" if client else "en"), {"Content-Language": "de" if client else "en"})
+    if kind == "georedirect" and client:
+        return Response(302, b"", {"Location": f"http://de.{host}/"})
+    if kind == "dynamic":
+        noise = f"<p>generated {time.time_ns()} request {os.urandom(8).hex()}</p>" * (1 + os.urandom(1)[0] % 6)
+        return Response(200, article(host).replace(b"</main>", noise.encode() + b"</main>"))
+    if kind == "challenge":
+        return Response(503, CHALLENGE.encode(), {"X-Challenge": "1", "Cache-Control": "no-store"})
+    if kind == "forbidden":
+        return Response(403, page("403 Forbidden", "This page is only available in a browser."))
+    return None
+
+
 def make_site(behaviour: LiveJSON, address: str) -> Any:
     names = {h.address: h.name for h in HOSTS.values()}
 
@@ -101,6 +150,10 @@ def make_site(behaviour: LiveJSON, address: str) -> Any:
         if delay:
             await asyncio.sleep(float(delay))
         path = request.path.split("?")[0]
+        kind = behaviour.current().get("views", {}).get(host)
+        answer = view(kind, host, request.peer == CLIENT_ADDR) if kind and path not in ("/large", "/upload") else None
+        if answer is not None:
+            return answer
         if path == "/large":
             query = request.path.partition("?")[2]
             size = int(query.split("=")[1]) if query.startswith("bytes=") else LARGE
@@ -156,8 +209,8 @@ async def main(state: Path) -> None:
     servers.append(await asyncio.start_server(connection_handler(doh_app), DOH, 443, ssl=context))
     from probe.service.helper import handle as helper_handle
 
-    servers.append(await asyncio.start_server(connection_handler(helper_handle(state / "ca.pem")), HELPER, 443,
-                                              ssl=context))
+    helper = helper_handle(state / "ca.pem", resolver=f"udp://{AUTH_DNS}")
+    servers.append(await asyncio.start_server(connection_handler(helper), HELPER, 443, ssl=context))
     for h in HOSTS.values():
         if h.role == "infra":
             continue

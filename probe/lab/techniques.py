@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from probe.lab.base import TECHNIQUES, Handle, LabError, run
-from probe.lab.censor import BLOCKPAGE_PORT, MITM_PORT, REDIRECT_PORT
+from probe.lab.censor import BLOCKPAGE_PORT, MITM_PORT, REDIRECT_PORT, UNKNOWN_BLOCKPAGES, UNKNOWN_PORT
 from probe.lab.lab import Lab
 from probe.lab.topology import BOGON, SINKHOLE, host
 
@@ -121,6 +121,16 @@ def http_blockpage(lab: Lab, handle: Handle, host: str, mode: str = "inject") ->
     port = BLOCKPAGE_PORT if mode == "inject" else REDIRECT_PORT
     _ipt(lab, handle, "nat", "PREROUTING", ["-i", "left", "-p", "tcp", "-d", _address(host), "--dport", "80",
                                              "-j", "REDIRECT", "--to-ports", str(port)])
+
+
+def http_unknown_blockpage(lab: Lab, handle: Handle, host: str, style: str = "en") -> None:
+    """8b. Plain HTTP to the host is answered by the censor with a block page no fingerprint knows
+    (English, Persian iframe, Chinese, Turkish without a title, Spanish 403, or a redirect to another domain)."""
+    if style not in UNKNOWN_BLOCKPAGES:
+        raise LabError(f"http_unknown_blockpage style {style!r}: one of {', '.join(UNKNOWN_BLOCKPAGES)}")
+    _rules(lab, handle, {"blockpage_style": {host: style}})
+    _ipt(lab, handle, "nat", "PREROUTING", ["-i", "left", "-p", "tcp", "-d", _address(host), "--dport", "80",
+                                             "-j", "REDIRECT", "--to-ports", str(UNKNOWN_PORT)])
 
 
 def url_block(lab: Lab, handle: Handle, host: str, path: str) -> None:
@@ -235,8 +245,21 @@ def cert_expired(lab: Lab, handle: Handle, host: str) -> None:
     _behaviour(lab, handle, {"expired": [host]})
 
 
+SITE_VIEWS = ("legal451", "withheld", "language", "georedirect", "dynamic", "challenge", "forbidden")
+
+
+def site_view(lab: Lab, handle: Handle, host: str, kind: str) -> None:
+    """The origin answers the probe's client unlike everyone else, or every time differently
+    (probe/lab/servers.py ``view``): content withheld by the origin (``legal451``, ``withheld``), or
+    benign (``language``, ``georedirect``, ``dynamic``, ``challenge``, ``forbidden``)."""
+    if kind not in SITE_VIEWS:
+        raise LabError(f"site_view kind {kind!r}: one of {', '.join(SITE_VIEWS)}")
+    _behaviour(lab, handle, {"views": {host: kind}})
+
+
 TECHNIQUES.update({
     f.__name__: f
     for f in (dns_nxdomain, dns_bogon, dns_inject, ip_drop, ip_reject, sni_rst, sni_drop, http_blockpage, url_block,
-              tls_mitm, throttle_sni, shape, udp_block, loss, latency, server_down, server_slow, cert_expired)
+              tls_mitm, throttle_sni, shape, udp_block, loss, latency, server_down, server_slow, cert_expired,
+              http_unknown_blockpage, site_view)
 })

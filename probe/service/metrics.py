@@ -48,7 +48,7 @@ from probe.storage.store import REASONS
 #: Blocking types always exported (0 or 1) so that ``probe_blocking == 1`` alerts see a
 #: series change value instead of appearing from nothing. See docs/verdicts.md.
 BLOCKING_TYPES: Final[tuple[str, ...]] = (
-    "dns", "tcp_ip", "tls", "http-failure", "http-diff", "quic", "throttling",
+    "dns", "tcp_ip", "tls", "http-failure", "http-diff", "origin-withheld", "quic", "throttling",
 )
 CIRCUMVENTION_STATUSES: Final[tuple[str, ...]] = ("answered", "silent", "blocked", "inconclusive")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")

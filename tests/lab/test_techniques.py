@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from probe.lab.matrix import CASES, Case, run_case
+from probe.lab.matrix import BLOCKPAGE_CASES, CASES, Case, run_case
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+OWN = [c for c in CASES if c not in BLOCKPAGE_CASES]  # those run in tests/lab/test_blockpages_lab.py
+
+
+@pytest.mark.parametrize("case", OWN, ids=[c.name for c in OWN])
 def test_technique(lab, case: Case) -> None:  # type: ignore[no-untyped-def]
     observed = run_case(lab, case)
     assert observed.problems() == [], observed.target["reason"]
