@@ -38,6 +38,8 @@ async def ask(
                                          json={"address": address, "port": port, "sni": sni})
             response.raise_for_status()
             body = response.json()
+        if isinstance(body.get("client"), str):  # our address as seen from outside: to scrub, never to record
+            ctx.own.learn(body["client"])
         tls = body.get("tls") or {}
         details = ControlDetails(helper, address, port, sni, body["tcp"]["ok"], body["tcp"]["failure"],
                                  tls.get("ok"), tls.get("failure"))

@@ -42,6 +42,7 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from probe.commands.run import open_store
     from probe.service import daemon as daemon_mod
+    from probe.service.addresses import address_book, scrub_logs
 
     daemon_mod.setup_logging(getattr(logging, args.log_level.upper()))
     cfg = config_mod.load(args.targets)
@@ -50,8 +51,10 @@ def _run(args: argparse.Namespace) -> int:
     store = None if args.no_store else open_store(args.store or settings.store, settings.retention_days)
     probe_id = store.probe_id(settings.probe_id) if store is not None else (settings.probe_id or "probe-ephemeral")
     meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)
-    daemon = daemon_mod.Daemon(cfg, Context(settings=settings, meta=meta), measure, store=store,
-                               grace=args.grace, detect=daemon_mod.default_detector())
+    ctx = Context(settings=settings, meta=meta, own=address_book())
+    scrub_logs(ctx.own)
+    daemon = daemon_mod.Daemon(cfg, ctx, measure, store=store, grace=args.grace,
+                               detect=daemon_mod.default_detector())
     listen = args.listen or settings.listen
     try:
         server, thread = daemon_mod.start_http(daemon, listen)

@@ -5,7 +5,10 @@ connections": both look the same from one place. OONI answers this with a test
 helper that repeats the measurement from an uncensored network; so does this
 one. The probe POSTs ``{"address", "port", "sni"}`` to ``/check`` over HTTPS (so
 the censor cannot tamper with the answer) and the helper answers with its own
-TCP connect and TLS handshake results, produced by the same check functions.
+TCP connect and TLS handshake results, produced by the same check functions, and
+``client``: the probe's address as the helper sees it (its public address behind a
+NAT, as OONI's probe services tell it), which the probe adds to the addresses it
+scrubs from its records (probe.core.privacy) and never records.
 
 The lab runs one in its server namespace; a deployment may run ``probe helper``
 on a server outside the censored network and point ``settings.test_helper`` at it.
@@ -63,7 +66,7 @@ def handle(ca_bundle: Path | None = None, timeout: float = 3.0) -> Callable[[Req
             address, port, sni = _valid(json.loads(request.body))
         except (ValueError, TypeError) as exc:
             return Response(400, json.dumps({"error": str(exc)}).encode(), {"Content-Type": "application/json"})
-        result = await check(address, port, sni, ctx)
+        result = {**await check(address, port, sni, ctx), "client": request.peer}
         return Response(200, json.dumps(result).encode(), {"Content-Type": "application/json"})
 
     return app

@@ -21,6 +21,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     sni: str | None = None
+    peer: str | None = None  # the client's address, as this server sees it
 
 
 @dataclass
@@ -82,6 +83,8 @@ def connection_handler(handler: Handler) -> Callable[[asyncio.StreamReader, asyn
             request = await read_request(reader)
             ssl_object = writer.get_extra_info("ssl_object")
             request.sni = getattr(ssl_object, "lab_sni", None) if ssl_object else None
+            peername = writer.get_extra_info("peername")
+            request.peer = str(peername[0]) if peername else None
             await write_response(writer, await handler(request))
         except Exception:  # noqa: BLE001, S110 - a client that goes away is normal here
             pass
