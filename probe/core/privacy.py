@@ -28,6 +28,7 @@ which calls an injected ``discover`` function (the I/O lives in ``probe.service.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import threading
@@ -53,6 +54,8 @@ _CANDIDATE = re.compile(
 )
 
 _TRAILING_SEP = re.compile(rf"{_SEP}+$")
+#: A quick test that a string may hold an address in one of the forms above (most strings do not).
+_MAYBE_ADDRESS = re.compile(r"\d{1,3}[.-]\d{1,3}[.-]\d|:[0-9A-Fa-f]{0,4}:|%3[Aa]")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class OwnAddresses:
         return isinstance(address, ipaddress.IPv6Address) and any(address in p for p in self.prefixes)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress | None:
     """An address from its text (``%zone`` dropped), or None; IPv4 octets may be zero-padded."""
     text = text.split("%", 1)[0].strip("[]")
@@ -125,7 +129,7 @@ def _replacement(found: re.Match[str], own: OwnAddresses) -> str | None:
 
 def scrub_text(text: str, own: OwnAddresses) -> tuple[str, int]:
     """``text`` with each of our addresses replaced by ``[scrubbed]``, and how many were."""
-    if not own or not any(c.isdigit() for c in text):
+    if not own or not _MAYBE_ADDRESS.search(text):
         return text, 0
     count = 0
 
@@ -161,6 +165,8 @@ def scrub_value(value: Any, own: OwnAddresses) -> tuple[Any, int]:
 
 def scrub_record(record: Mapping[str, Any], own: OwnAddresses) -> dict[str, Any]:
     """A record with our addresses scrubbed from every field; ``test_keys.scrubbed`` counts them."""
+    if not own:
+        return dict(record)
     scrubbed, count = scrub_value(record, own)
     if count:
         test_keys = dict(scrubbed.get("test_keys") or {})
