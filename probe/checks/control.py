@@ -1,4 +1,5 @@
-"""Remote control: ask the test helper (probe/service/helper.py) whether it reaches address:port."""
+"""Remote control: ask the test helper (probe/service/helper.py) whether it reaches address:port,
+and what the probe's own address looks like from outside (to scrub it, never to record it)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ class ControlDetails:
     tcp_failure: str | None = None
     tls_ok: bool | None = None
     tls_failure: str | None = None
+
+
+WHOAMI_TIMEOUT = 5.0  # seconds: asked before measuring starts, so it must not hold a run up for long
+
+
+async def whoami(helper: str, ctx: Context) -> bool:
+    """Ask the helper for our address as it sees it (the public one behind a NAT) and add it to the
+    addresses scrubbed from every record (``ctx.own``). Whether it answered; never raises."""
+    try:
+        async with httpx.AsyncClient(verify=ctx.ssl_context(), timeout=min(WHOAMI_TIMEOUT, ctx.settings.timeouts.http),
+                                     trust_env=False, transport=ctx.http_transport) as client:
+            response = await client.get(helper.rstrip("/") + "/whoami")
+            response.raise_for_status()
+            seen = response.json().get("client")
+    except Exception:  # noqa: BLE001 - an old or unreachable helper: the interfaces' addresses remain
+        return False
+    if not isinstance(seen, str):
+        return False
+    ctx.own.learn(seen)
+    return True
 
 
 async def ask(

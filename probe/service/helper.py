@@ -8,7 +8,8 @@ the censor cannot tamper with the answer) and the helper answers with its own
 TCP connect and TLS handshake results, produced by the same check functions, and
 ``client``: the probe's address as the helper sees it (its public address behind a
 NAT, as OONI's probe services tell it), which the probe adds to the addresses it
-scrubs from its records (probe.core.privacy) and never records.
+scrubs from its records (probe.core.privacy) and never records. ``GET /whoami``
+answers ``{"client": ...}`` alone: the probe asks it before it measures.
 
 The lab runs one in its server namespace; a deployment may run ``probe helper``
 on a server outside the censored network and point ``settings.test_helper`` at it.
@@ -60,6 +61,8 @@ def handle(ca_bundle: Path | None = None, timeout: float = 3.0) -> Callable[[Req
     ctx = Context(settings=settings, meta=ProbeMeta(probe_id="helper"))
 
     async def app(request: Request) -> Response:
+        if request.method == "GET" and request.path == "/whoami":
+            return Response(200, json.dumps({"client": request.peer}).encode(), {"Content-Type": "application/json"})
         if request.method != "POST" or request.path != "/check":
             return Response(404, b'{"error": "POST /check"}', {"Content-Type": "application/json"})
         try:

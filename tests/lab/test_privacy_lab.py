@@ -28,12 +28,13 @@ from typing import Any
 import pytest
 import yaml
 
-from probe.lab.topology import CLIENT_ADDR, HOSTS
+from probe.lab.topology import CLIENT_ADDR, HOSTS, SRV_GW
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 ECHO, LIAR, SELF = "web.telegram.test", "twitter.test", "self"
 OWN = re.compile(rf"(?<![0-9]){re.escape(CLIENT_ADDR)}(?![0-9])")
+PUBLIC = re.compile(rf"(?<![0-9]){re.escape(SRV_GW)}(?![0-9])")  # behind the NAT: what the servers see
 LISTEN = "127.0.0.1:9899"
 
 
@@ -173,3 +174,29 @@ def test_no_false_scrubbing_of_the_targets_own_addresses(measured: dict[str, str
     dns = [r for r in records if r["target"] == LIAR and r["test_name"] == "dns" and r["role"] == "control"]
     assert dns and HOSTS[LIAR].address in dns[0]["test_keys"]["addresses"], dns
     assert HOSTS[ECHO].address in measured["export jsonl bytes"]
+
+
+def test_behind_a_nat_the_public_address_is_learned_from_the_helper_and_scrubbed(
+        lab: Any, tmp_path: Path) -> None:
+    """Router 1 masquerades the client: servers see (and echo) the router's address, which is on no
+    interface of the client. The probe learns it from the test helper (GET /whoami) before it measures."""
+    nat = ["POSTROUTING", "-s", CLIENT_ADDR, "-o", "right", "-j", "MASQUERADE"]
+    lab.exec(lab.ns_router(1), ["iptables", "-t", "nat", "-A", *nat])
+    try:
+        targets, store, out = tmp_path / "targets.yaml", tmp_path / "store.sqlite", tmp_path / "run.jsonl"
+        targets.write_text(_targets(lab))
+        run = subprocess.run(_probe(lab, "-v", "run", "--once", "--targets", str(targets), "--store", str(store),
+                                    "--out", str(out), "--only", ECHO), capture_output=True, text=True,
+                             timeout=180, check=False)
+    finally:
+        lab.exec(lab.ns_router(1), ["iptables", "-t", "nat", "-D", *nat])
+    assert run.returncode == 0, run.stderr[-3000:]
+    places = {"run --out jsonl": out.read_text(), "run stderr (logs)": run.stderr, "run stdout": run.stdout,
+              "store file": store.read_bytes().decode("latin-1"), "store rows": _sqlite_rows(store)}
+    counts = {place: len(PUBLIC.findall(text)) for place, text in places.items()}
+    print("occurrences of", SRV_GW, "(the public address)", json.dumps(counts, indent=1))
+    assert sum(counts.values()) == 0, counts
+    records = [json.loads(line) for line in places["run --out jsonl"].splitlines()]
+    http = [r for r in records if r["target"] == ECHO and r["test_name"] == "http" and r["role"] == "target"]
+    assert http and all(r["test_keys"].get("scrubbed") for r in http), http
+    assert all(r["test_keys"]["headers"]["x-client-ip"] == "[scrubbed]" for r in http), http

@@ -158,3 +158,28 @@ async def test_every_record_leaves_the_pipeline_scrubbed(echo_server: int) -> No
     assert http_record["test_keys"]["title"] == f"Your IP address is {SCRUBBED}"
     assert http_record["test_keys"]["scrubbed"] == 5  # title, X-Client-IP, Set-Cookie, Location header + field
     assert "127.0.0.1" in json.dumps(records)  # loopback is nobody's identity: the target stays
+
+
+async def test_whoami_learns_our_public_address_before_measuring() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("GET", "/whoami")
+        return httpx.Response(200, json={"client": PUBLIC})
+
+    ctx = Context(http_transport=httpx.MockTransport(answer))
+    assert await control.whoami("https://helper.test/", ctx)
+    assert ctx.own.current().mine(ipaddress.ip_address(PUBLIC))
+
+
+async def test_whoami_of_an_old_or_broken_helper_is_no_error() -> None:
+    def old(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": "POST /check"})
+
+    ctx = Context(http_transport=httpx.MockTransport(old))
+    assert not await control.whoami("https://helper.test/", ctx)
+    assert not ctx.own.current()
+
+
+async def test_the_helper_answers_whoami() -> None:
+    response = await helper.handle()(Request("GET", "/whoami", {}, b"", peer=PUBLIC))
+    assert isinstance(response.body, bytes)
+    assert json.loads(response.body) == {"client": PUBLIC}
