@@ -3,14 +3,19 @@ and what the probe's own address looks like from outside (to scrub it, never to 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
+from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
 from probe.core.records import CheckResult
+
+MAX_ANSWER = 1 << 16  # the helper's JSON answer is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,17 @@ class ControlDetails:
     tls_failure: str | None = None
 
 
+async def _answer(client: httpx.AsyncClient, request: httpx.Request) -> Any:
+    """The helper's JSON answer, read with a cap (a hostile middlebox cannot make it large)."""
+    response = await send_streamed(client, request)
+    try:
+        answer = await read_capped(response, MAX_ANSWER)
+    finally:
+        await response.aclose()
+    response.raise_for_status()
+    return json.loads(answer.data)
+
+
 WHOAMI_TIMEOUT = 5.0  # seconds: asked before measuring starts, so it must not hold a run up for long
 
 
@@ -34,9 +50,9 @@ async def whoami(helper: str, ctx: Context) -> bool:
     try:
         async with httpx.AsyncClient(verify=ctx.ssl_context(), timeout=min(WHOAMI_TIMEOUT, ctx.settings.timeouts.http),
                                      trust_env=False, transport=ctx.http_transport) as client:
-            response = await client.get(helper.rstrip("/") + "/whoami")
-            response.raise_for_status()
-            seen = response.json().get("client")
+            body = await _answer(client, client.build_request("GET", helper.rstrip("/") + "/whoami",
+                                                              headers={"accept-encoding": ACCEPT_ENCODING}))
+        seen = body.get("client")
     except Exception:  # noqa: BLE001 - an old or unreachable helper: the interfaces' addresses remain
         return False
     if not isinstance(seen, str):
@@ -55,10 +71,9 @@ async def ask(
     try:
         async with httpx.AsyncClient(verify=ctx.ssl_context(), timeout=ctx.settings.timeouts.http,
                                      trust_env=False, transport=ctx.http_transport) as client:
-            response = await client.post(helper.rstrip("/") + "/check",
-                                         json={"address": address, "port": port, "sni": sni})
-            response.raise_for_status()
-            body = response.json()
+            body = await _answer(client, client.build_request(
+                "POST", helper.rstrip("/") + "/check", json={"address": address, "port": port, "sni": sni},
+                headers={"accept-encoding": ACCEPT_ENCODING}))
         if isinstance(body.get("client"), str):  # our address as seen from outside: to scrub, never to record
             ctx.own.learn(body["client"])
         tls = body.get("tls") or {}

@@ -27,7 +27,8 @@ seconds on a busy disk would otherwise freeze every worker and fire their timers
 shows any stall that remains. Each stage has its own timeout inside the
 checks; a run also has an overall budget derived from them, as a safety net.
 
-Signals. SIGHUP reloads the targets file: an invalid file keeps the running
+Signals. SIGHUP reloads the targets file (read and validated in a thread, within the
+loader's size and shape limits): an invalid file keeps the running
 configuration, logs the error and sets ``probe_config_last_reload_successful`` to 0.
 SIGTERM/SIGINT stop scheduling, let in-flight runs finish for up to ``grace``
 seconds, cancel the rest, flush the store and return 0.
@@ -211,6 +212,7 @@ class Daemon:
         self._controls: dict[str, bool | None] = {}
         self._outcomes = Tracker()  # what each target's last decisive run found (re-test on a change)
         self._retests: dict[str, asyncio.Task[None]] = {}  # target -> its burst of re-tests
+        self._reloads: set[asyncio.Future[bool]] = set()  # SIGHUP reloads reading the file in a thread
         self._retest_slots: asyncio.Semaphore | None = None
         self._events: dict[str, Event] = {}
         self._queue: asyncio.Queue[tuple[float, _Job]] | None = None
@@ -257,13 +259,32 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the targets file; keep the running configuration if it is invalid."""
-        path = self.config.path
         try:
-            new = config_mod.load(path)
+            new = config_mod.load(self.config.path)
         except ConfigError as exc:
-            self.state.set_reload(False)
-            _log(logging.ERROR, "reload failed, keeping the running configuration", error=str(exc))
-            return False
+            return self._reload_failed(exc)
+        return self._reloaded(new)
+
+    async def reload_off_loop(self) -> bool:
+        """:meth:`reload`, reading and validating the file in a thread (up to 1 MiB: ~1 s), so
+        that the measurements in flight never see the loop stall (SIGHUP uses this)."""
+        try:
+            new = await asyncio.to_thread(config_mod.load, self.config.path)
+        except ConfigError as exc:
+            return self._reload_failed(exc)
+        return self._reloaded(new)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.ensure_future(self.reload_off_loop())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _reload_failed(self, exc: ConfigError) -> bool:
+        self.state.set_reload(False)
+        _log(logging.ERROR, "reload failed, keeping the running configuration", error=str(exc))
+        return False
+
+    def _reloaded(self, new: Config) -> bool:
         old = self.config.settings
         for key in ("concurrency", "listen", "store"):
             if getattr(old, key) != getattr(new.settings, key):
@@ -294,7 +315,7 @@ class Daemon:
         if self.store is not None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-store")
         if install_signals:
-            self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+            self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.stop)
         workers = [asyncio.create_task(self._worker(), name=f"worker-{i}")

@@ -4,6 +4,7 @@ In this lab the client's address (198.18.0.2) comes back from the network in eve
 found it stored: HTTP response headers (X-Client-IP, X-Forwarded-For, Set-Cookie, Location), the
 page title ("Your IP address is …"), a resolver that answers with it (DNS answers, then the TCP
 ``input`` and the verdict's ``reason``), and a TCP target that is the client itself. ``probe run``
+(its records and its OONI measurements)
 and ``probe daemon`` measure that; then the store (the SQLite file's bytes and every row of every
 table), the exports (JSONL, CSV and Parquet, bytes and values), ``probe show``, ``/probe`` and the
 logs (both commands' stderr at debug level) are scanned: the address must occur 0 times, and the
@@ -103,14 +104,14 @@ def measured(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
     work = tmp_path_factory.mktemp("privacy")
     targets = work / "targets.yaml"
     targets.write_text(_targets(lab))
-    store, out = work / "store.sqlite", work / "run.jsonl"
+    store, out, raw = work / "store.sqlite", work / "run.jsonl", work / "records.jsonl"
     found: dict[str, str] = {}
     run = subprocess.run(_probe(lab, "-v", "run", "--once", "--targets", str(targets), "--store", str(store),
-                                "--out", str(out), "--json"), capture_output=True, text=True, timeout=180,
-                         check=False)
+                                "--out", str(out), "--records", str(raw), "--json"), capture_output=True, text=True,
+                         timeout=180, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     found["run stdout (--json)"], found["run stderr (logs)"] = run.stdout, run.stderr
-    found["run --out jsonl"] = out.read_text()
+    found["run --records jsonl"], found["run --out jsonl (OONI)"] = raw.read_text(), out.read_text()
     table = subprocess.run(_probe(lab, "run", "--once", "--targets", str(targets), "--no-store"),
                            capture_output=True, text=True, timeout=180, check=False, env={**os.environ,
                                                                                           "COLUMNS": "400"})
@@ -156,7 +157,7 @@ def test_the_client_address_appears_nowhere(measured: dict[str, str]) -> None:
 
 
 def test_records_carry_the_scrubbed_marker(measured: dict[str, str]) -> None:
-    records = [json.loads(line) for line in measured["run --out jsonl"].splitlines()]
+    records = [json.loads(line) for line in measured["run --records jsonl"].splitlines()]
     marked = {(r["target"], r["test_name"]) for r in records if (r["test_keys"].get("scrubbed") or 0) > 0}
     assert {(ECHO, "http"), (LIAR, "dns"), (LIAR, "tcp"), (LIAR, "verdict"), (SELF, "tcp")} <= marked, marked
     http = [r for r in records if r["target"] == ECHO and r["test_name"] == "http" and r["role"] == "target"]
@@ -164,13 +165,14 @@ def test_records_carry_the_scrubbed_marker(measured: dict[str, str]) -> None:
     assert any((r["test_keys"].get("location") or "").endswith("from=[scrubbed]") for r in http), http
     for r in http:  # only the client's address went; the proxy's in X-Forwarded-For stays
         assert r["test_keys"]["headers"]["x-forwarded-for"] == "[scrubbed], 198.18.30.30"
-    stored = [json.loads(line) for line in measured["export jsonl bytes"].splitlines()]
-    assert any((r["test_keys"].get("scrubbed") or 0) > 0 for r in stored)
+    assert '"scrubbed":' in measured["store rows (every table)"]  # the marker is stored
+    for place in ("run --out jsonl (OONI)", "export jsonl bytes", "export csv bytes", "show --json"):
+        assert "[scrubbed]" in measured[place], place
 
 
 def test_no_false_scrubbing_of_the_targets_own_addresses(measured: dict[str, str]) -> None:
     """The target's address is in the client's /15 and is evidence: it must still be recorded."""
-    records = [json.loads(line) for line in measured["run --out jsonl"].splitlines()]
+    records = [json.loads(line) for line in measured["run --records jsonl"].splitlines()]
     dns = [r for r in records if r["target"] == LIAR and r["test_name"] == "dns" and r["role"] == "control"]
     assert dns and HOSTS[LIAR].address in dns[0]["test_keys"]["addresses"], dns
     assert HOSTS[ECHO].address in measured["export jsonl bytes"]
@@ -184,19 +186,21 @@ def test_behind_a_nat_the_public_address_is_learned_from_the_helper_and_scrubbed
     lab.exec(lab.ns_router(1), ["iptables", "-t", "nat", "-A", *nat])
     try:
         targets, store, out = tmp_path / "targets.yaml", tmp_path / "store.sqlite", tmp_path / "run.jsonl"
+        raw = tmp_path / "records.jsonl"
         targets.write_text(_targets(lab))
         run = subprocess.run(_probe(lab, "-v", "run", "--once", "--targets", str(targets), "--store", str(store),
-                                    "--out", str(out), "--only", ECHO), capture_output=True, text=True,
-                             timeout=180, check=False)
+                                    "--out", str(out), "--records", str(raw), "--only", ECHO), capture_output=True,
+                             text=True, timeout=180, check=False)
     finally:
         lab.exec(lab.ns_router(1), ["iptables", "-t", "nat", "-D", *nat])
     assert run.returncode == 0, run.stderr[-3000:]
-    places = {"run --out jsonl": out.read_text(), "run stderr (logs)": run.stderr, "run stdout": run.stdout,
+    places = {"run --records jsonl": raw.read_text(), "run --out jsonl (OONI)": out.read_text(),
+              "run stderr (logs)": run.stderr, "run stdout": run.stdout,
               "store file": store.read_bytes().decode("latin-1"), "store rows": _sqlite_rows(store)}
     counts = {place: len(PUBLIC.findall(text)) for place, text in places.items()}
     print("occurrences of", SRV_GW, "(the public address)", json.dumps(counts, indent=1))
     assert sum(counts.values()) == 0, counts
-    records = [json.loads(line) for line in places["run --out jsonl"].splitlines()]
+    records = [json.loads(line) for line in places["run --records jsonl"].splitlines()]
     http = [r for r in records if r["target"] == ECHO and r["test_name"] == "http" and r["role"] == "target"]
     assert http and all(r["test_keys"].get("scrubbed") for r in http), http
     assert all(r["test_keys"]["headers"]["x-client-ip"] == "[scrubbed]" for r in http), http
