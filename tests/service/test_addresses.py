@@ -110,9 +110,15 @@ def test_scrub_logs_installs_one_filter_per_handler() -> None:
         root.removeHandler(handler)
 
 
+def _json(status: int, body: object) -> httpx.Response:
+    """A helper's answer as a stream, as the network gives it (the control reads it capped)."""
+    return httpx.Response(status, stream=httpx.ByteStream(json.dumps(body).encode()),
+                          headers={"content-type": "application/json"})
+
+
 async def test_control_learns_the_public_address_from_the_helper_and_never_records_it() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"tcp": {"ok": True, "failure": None}, "client": PUBLIC})
+        return _json(200, {"tcp": {"ok": True, "failure": None}, "client": PUBLIC})
 
     ctx = Context(http_transport=httpx.MockTransport(answer))
     result = await control.ask("https://helper.test/", "192.0.2.10", 443, None, ctx, target="t")
@@ -163,7 +169,7 @@ async def test_every_record_leaves_the_pipeline_scrubbed(echo_server: int) -> No
 async def test_whoami_learns_our_public_address_before_measuring() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         assert (request.method, request.url.path) == ("GET", "/whoami")
-        return httpx.Response(200, json={"client": PUBLIC})
+        return _json(200, {"client": PUBLIC})
 
     ctx = Context(http_transport=httpx.MockTransport(answer))
     assert await control.whoami("https://helper.test/", ctx)
@@ -172,7 +178,7 @@ async def test_whoami_learns_our_public_address_before_measuring() -> None:
 
 async def test_whoami_of_an_old_or_broken_helper_is_no_error() -> None:
     def old(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"error": "POST /check"})
+        return _json(404, {"error": "POST /check"})
 
     ctx = Context(http_transport=httpx.MockTransport(old))
     assert not await control.whoami("https://helper.test/", ctx)
