@@ -1,4 +1,4 @@
-"""Export benchmark: N stored measurements to Parquet and to JSONL; time and peak RSS.
+"""Export benchmark: N stored records to Parquet, JSONL and CSV (OONI measurements); time and peak RSS.
 
     .venv/bin/python bench/export_bench.py            # N = 1,000,000 (goal: Parquet <= 10 s, <= 300 MB)
     .venv/bin/python bench/export_bench.py --n 50000  # quicker
@@ -8,7 +8,8 @@ CheckResult/Verdict instances whose details have the size and shape of real
 ones (DNS answers, a TLS certificate summary, an HTTP summary with headers),
 in the mix of a daemon run: per target DNS x2, TCP, TLS, HTTP, then a verdict.
 They are appended through ``Store.append`` (timed), then each export runs in
-its own subprocess so that its peak RSS is its own (``os.wait4``).
+its own subprocess so that its peak RSS is its own (``os.wait4``). Every format
+writes one OONI measurement per target run (6 records here: N / 6 measurements).
 """
 
 from __future__ import annotations
@@ -170,23 +171,43 @@ sys.path.insert(0, {root!r})
 from probe.storage.export import export
 from probe.storage.store import Store
 with Store({store!r}, readonly=True) as store:
-    summary = export(store, {fmt!r}, {out!r})
+    summary = export(store, {fmt!r}, {out!r}, workers={workers})
 print(summary.rows, summary.files, round(summary.seconds, 3))
 """
 
 
-def run_export(store: Path, fmt: str, out: Path) -> tuple[float, float, float, str]:
-    """Export in a subprocess; returns (wall s, CPU s, peak RSS MB, child's output)."""
-    code = CHILD.format(root=str(ROOT), store=str(store), fmt=fmt, out=str(out))
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (the export's worker processes), from /proc."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, StopIteration, ValueError):
+            continue  # gone meanwhile
+    return total
+
+
+def run_export(store: Path, fmt: str, out: Path, workers: int = 1) -> tuple[float, float, float, str]:
+    """Export in a subprocess; returns (wall s, CPU s of it and its workers, peak RSS MB of it and
+    its workers together, sampled every 20 ms, child's output)."""
+    code = CHILD.format(root=str(ROOT), store=str(store), fmt=fmt, out=str(out), workers=workers)
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:  # not reaped
+        peak = max(peak, _tree_rss(child.pid))
+        time.sleep(0.02)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
     output = child.stdout.read().strip() if child.stdout else ""
     if child.returncode != 0:
         raise SystemExit(f"{fmt} export failed with exit code {child.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
+    return wall, usage.ru_utime + usage.ru_stime, max(peak / 2**20, usage.ru_maxrss / 1024), output
 
 
 def _size(path: Path) -> float:
@@ -197,11 +218,12 @@ def _size(path: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=1_000_000, help="stored measurements")
+    parser.add_argument("--n", type=int, default=1_000_000, help="stored records")
     parser.add_argument("--dir", help="work directory (default: a temporary one, removed)")
     parser.add_argument("--reuse", action="store_true",
                         help="with --dir: reuse a store of N records left by an earlier run")
     parser.add_argument("--formats", default="parquet,jsonl,csv", help="comma-separated")
+    parser.add_argument("--workers", type=int, default=1, help="export worker processes (probe export --workers)")
     args = parser.parse_args()
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="export-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -227,10 +249,10 @@ def main() -> int:
                 shutil.rmtree(out)
             elif out.exists():
                 out.unlink()
-            wall, cpu, rss, output = run_export(store, fmt, out)
+            wall, cpu, rss, output = run_export(store, fmt, out, args.workers)
             rows, files, inner = output.split()
             goal = "  (goal <= 10 s, <= 300 MB)" if fmt == "parquet" else ""
-            print(f"{fmt:8s}: {int(rows):,} rows, {files} file(s), {_size(out):.0f} MB; "
+            print(f"{fmt:8s}: {int(rows):,} measurements, {files} file(s), {_size(out):.0f} MB; "
                   f"export {float(inner):.2f} s, process {wall:.2f} s wall / {cpu:.2f} s CPU, "
                   f"peak RSS {rss:.0f} MB{goal}")
         print(f"(load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

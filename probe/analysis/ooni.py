@@ -303,7 +303,8 @@ def measurement(records: Sequence[Mapping[str, Any]]) -> Measurement:
         built.add(c)
     run_id, cc, asn = str(v.get("report_id") or ""), str(v.get("probe_cc") or "ZZ"), str(v.get("probe_asn") or "AS0")
     began = run_start(run_id, start)
-    decisive = next((c for c in checks if c.id in set(vk.get("evidence") or ()) and c.failure is not None), None)
+    evidence = [str(e) for e in vk.get("evidence") or ()]
+    decisive = next((c for c in checks if c.failure is not None and c.id in evidence), None)
     resolvers = [c.details.get("resolver_address") for c in checks if c.check == "dns" and c.role == "target"]
     extra = {k: val for k, val in vk.items() if k not in _VERDICT_KEYS}
     keys = TestKeys(
@@ -311,7 +312,7 @@ def measurement(records: Sequence[Mapping[str, Any]]) -> Measurement:
         queries=built.queries, tcp_connect=built.tcp_connect, tls_handshakes=built.tls_handshakes,
         requests=built.requests, network_events=built.network_events,
         accessible=vk.get("accessible"), blocking=vk.get("blocking"), rule=str(vk.get("rule") or ""),
-        reason=str(vk.get("reason") or ""), evidence=[str(e) for e in vk.get("evidence") or ()],
+        reason=str(vk.get("reason") or ""), evidence=evidence,
         target=str(v.get("target")), service=str(v.get("service")), category=str(v.get("category")),
         start_time=_rfc3339(str(v["measurement_start_time"]), start), run_id=run_id, verdict_id=str(v["id"]),
         throttling=vk.get("throttling"), diagnostics=vk.get("diagnostics"), verdict_details=extra,

@@ -3,7 +3,9 @@
 Formats and columns are described in :mod:`probe.storage.export` and docs/records.md.
 Bad arguments (an unknown format, an unparsable or empty time range, an
 unwritable ``--out``) exit 2 before anything is written; a failed export leaves
-no file behind (it is written under a temporary name, renamed when complete).
+no file behind (it is written under a temporary name, renamed when complete). A
+damaged store exits 2 and names the problem: a corrupt file exports nothing; records
+whose envelope is missing are left out, the rest is exported.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.commands.show import add_store_arguments, store_path
+from probe.commands.show import add_store_arguments, report_damage, store_failed, store_path
 from probe.storage.store import StoreError
 
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -24,9 +26,10 @@ def register(sub: Any) -> None:
         "export",
         help="export records or events as JSONL, CSV or Parquet",
         description="Export stored measurements (or, with --events, blocking events) for "
-        "analysis. JSONL holds one OONI measurement per target run (OONI's oonidata reads it); Parquet is a directory "
-        "partitioned by date (date=YYYY-MM-DD/) with typed columns; CSV is flat with "
-        "test_keys as JSON. The probe's own IP address is never exported.",
+        "analysis, one OONI measurement per target run. JSONL holds the measurements as OONI writes "
+        "them (OONI's oonidata reads it); Parquet (a directory partitioned by date, date=YYYY-MM-DD/) "
+        "and CSV have one row per measurement: typed columns, the OONI templates and our lists as "
+        "JSON. The probe's own IP address is never exported.",
     )
     parser.add_argument("--format", metavar="FMT",
                         help="jsonl, csv or parquet (default: from the --out suffix)")
@@ -37,6 +40,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--until", metavar="T", help="up to T, exclusive (same forms)")
     parser.add_argument("--target", metavar="NAME", help="only this target")
     parser.add_argument("--service", metavar="NAME", help="only this service")
+    parser.add_argument("--workers", metavar="N", type=int, default=1,
+                        help="processes converting records to measurements, for large exports "
+                        "on a machine with idle CPUs (each adds its own memory; default 1)")
     parser.add_argument("--events", action="store_true",
                         help="export events (blocking episodes) instead of measurements")
     add_store_arguments(parser)
@@ -75,14 +81,15 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with Store(path, readonly=True) as store:
             summary = export(store, fmt, args.out, since=since, until=until, target=args.target,
-                             service=args.service, events=args.events)
+                             service=args.service, events=args.events,
+                             workers=max(1, args.workers))
+            damage = store.damage()
     except ExportError as exc:
         print(f"probe export: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"probe: store error: {exc}", file=sys.stderr)
-        return 1
-    what = "events" if args.events else ("measurements" if fmt == "jsonl" else "records")
+        return store_failed(exc)
+    what = "events" if args.events else "measurements"
     print(f"probe export: {summary.rows} {what} to {summary.path} ({summary.format}, "
           f"{summary.files} file(s), {summary.seconds:.1f} s)", file=sys.stderr)
-    return 0
+    return report_damage(damage)

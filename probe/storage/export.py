@@ -1,46 +1,46 @@
 """Dataset export: the store's records (or events) as JSONL, CSV or Parquet, streamed.
 
-Formats:
+Formats (every one holds one OONI measurement per target run, :mod:`probe.core.ooni`, built
+from the run's records by :mod:`probe.analysis.ooni`; a run is in the range when it started, its
+verdict's time, in it):
 
-* ``jsonl``: one OONI measurement per line, one per target run
-  (:mod:`probe.core.ooni`, built from the run's records by
-  :mod:`probe.analysis.ooni`), which OONI's own reader (``oonidata``) loads. A run
-  is in the range when it started (its verdict's time) in it.
-* ``csv``: the flat columns of :data:`RECORD_SCHEMA`, ``test_keys`` as JSON text.
-* ``parquet``: a directory partitioned hive-style by the UTC date of the
-  measurement (``date=YYYY-MM-DD/part-0.parquet``), with real column types:
-  ``measurement_start_time`` is ``timestamp[us, UTC]``, ``ok`` a boolean,
-  ``test_runtime`` a double, and ``test_keys`` a JSON column (Arrow's
-  ``arrow.json`` extension over text, Parquet logical type JSON; DuckDB reads
-  it as ``JSON``). ``test_keys`` is JSON, not a struct, because its shape
-  differs per ``test_name`` and grows with the checks; a struct would be the
-  union of every check's details and change its type whenever a check does.
+* ``jsonl``: one measurement per line, as OONI writes them; OONI's reader (``oonidata``) loads it.
+* ``parquet``: one row per measurement (:data:`MEASUREMENT_SCHEMA`): typed scalar columns
+  (``measurement_start_time`` a ``timestamp[us, UTC]``, ``accessible`` a boolean, ...), the OONI
+  templates and our lists/objects as JSON columns (Arrow's ``arrow.json`` extension, Parquet
+  logical type JSON; DuckDB reads them as ``JSON``); a directory partitioned hive-style by the
+  UTC date of the measurement (``date=YYYY-MM-DD/part-0.parquet``). JSON, not structs: a
+  template entry's shape differs per check and grows with the checks.
+* ``csv``: the same columns, JSON as text.
 
-Streaming: rows come from the store in batches of ``batch`` (50,000) and each
-batch becomes one Parquet row group (per date), one CSV block or one JSONL
-block; memory is bounded by the batch, not by the export.
+Streaming: records are read from the store in order and grouped into runs; each batch of
+``batch`` (2,000) measurements becomes one Parquet row group (per date) or one CSV block, so
+memory is bounded by the batch, not by the export. With ``workers`` > 1, a large range is cut
+into time slices converted by worker processes (:func:`_slices`).
 
 Safety: an export is written under a temporary name in the destination's
 directory and renamed into place only when complete; on any error the
 temporary file (or directory) is removed. Exports never contain a field named
 in :data:`probe.storage.store.FORBIDDEN_KEYS` (``probe_ip``, ``client_ip``): the store
-strips them on append, and the exporter checks again.
+strips them on append, and the exporter checks again (the JSONL's OONI ``probe_ip`` is always
+the scrubbed ``127.0.0.1``; the flat formats leave it out).
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import gc
 import itertools
 import json
+import multiprocessing
+import operator
 import os
-import queue
 import re
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,66 +50,56 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from probe.analysis.ooni import RUN_HORIZON, group_runs, measurement
+from probe.analysis.ooni import OONI_TIME, RUN_HORIZON, group_runs, measurement
 from probe.core import ooni, records
 from probe.storage.store import (
-    ENVELOPE_FIELDS,
     FORBIDDEN_KEYS,
     Store,
     event_record,
-    mentions_forbidden,
     seconds_to_us,
     strip_forbidden,
     time_us,
 )
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
-BATCH = 25_000
+#: Measurements per batch: a Parquet row group (per date), a CSV block.
+BATCH = 2_000
 _DAY_US = 86_400_000_000
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON = pa.json_(pa.string())
 
-#: Columns of a record in CSV and Parquet, in the order of :mod:`probe.core.records`.
-RECORD_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.string()),
-        ("record_type", pa.string()),
-        ("id", pa.string()),
-        ("report_id", pa.string()),
-        ("probe_id", pa.string()),
-        ("probe_cc", pa.string()),
-        ("probe_asn", pa.string()),
-        ("probe_network_name", pa.string()),
-        ("software_name", pa.string()),
-        ("software_version", pa.string()),
-        ("measurement_start_time", TIMESTAMP),
-        ("test_name", pa.string()),
-        ("test_runtime", pa.float64()),
-        ("input", pa.string()),
-        ("target", pa.string()),
-        ("service", pa.string()),
-        ("category", pa.string()),
-        ("role", pa.string()),
-        ("ok", pa.bool_()),
-        ("failure", pa.string()),
-        ("failed_operation", pa.string()),
-        ("test_keys", JSON),
-    ]
+#: Columns of a measurement in CSV and Parquet: one row per OONI measurement (one per target
+#: run), every field of the measurement (docs/records.md, "CSV and Parquet"). Scalars are typed
+#: columns; the OONI templates, our lists and objects are JSON (Parquet logical type JSON, which
+#: DuckDB reads as ``JSON``; plain JSON text in CSV). ``measurement_start_time`` is the exact
+#: start (µs; the JSONL holds it whole-second at top level and exact in ``test_keys.start_time``).
+#: ``probe_ip`` is left out: it is always OONI's scrubbed ``127.0.0.1`` (and never the address).
+_MEASUREMENT_COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
+    # (column names, type, where the value is: "m" the measurement, "k" its test_keys, or a rule)
+    ("measurement_uid report_id", pa.string(), "m"),
+    ("measurement_start_time", TIMESTAMP, "start"),
+    ("test_start_time", TIMESTAMP, "ooni_time"),
+    ("test_name test_version", pa.string(), "m"),
+    ("test_runtime", pa.float64(), "m"),
+    ("input", pa.string(), "m"),
+    ("probe_id", pa.string(), "probe_id"),
+    ("probe_cc probe_asn probe_network_name resolver_ip resolver_asn resolver_network_name software_name "
+     "software_version data_format_version", pa.string(), "m"),
+    ("target service category", pa.string(), "k"),
+    ("accessible", pa.bool_(), "k"),
+    ("blocking", pa.string(), "blocking"),
+    ("rule reason failure failed_operation agent socksproxy run_id verdict_id retest_of", pa.string(), "k"),
+    ("retest", pa.int64(), "k"),
+    ("evidence queries tcp_connect tls_handshakes requests network_events throttling diagnostics "
+     "verdict_details checks", JSON, "k"),
+    ("annotations extensions test_helpers", JSON, "m"),
 )
-
-#: The per-record (non-envelope) fields parsed from the stored heads.
-_HEAD_SCHEMA = pa.schema(
-    [
-        f if f.name != "measurement_start_time" else pa.field(f.name, pa.string())
-        for f in RECORD_SCHEMA
-        if f.name not in ENVELOPE_FIELDS and f.name != "test_keys"
-    ]
+MEASUREMENT_SCHEMA = pa.schema(
+    [(name, kind) for names, kind, _ in _MEASUREMENT_COLUMNS for name in names.split()]
 )
-_HEAD_PARSE = pajson.ParseOptions(explicit_schema=_HEAD_SCHEMA, unexpected_field_behavior="ignore")
 
 #: Columns of an event in CSV and Parquet.
 EVENT_SCHEMA = pa.schema(
@@ -131,6 +121,12 @@ EVENT_SCHEMA = pa.schema(
         ("evidence", pa.list_(pa.string())),
     ]
 )
+_TEXT_SCHEMA = pa.schema(
+    [pa.field(f.name, pa.string()) if f.type == JSON else f for f in MEASUREMENT_SCHEMA]
+)
+_ENCODE = msgspec.json.Encoder().encode
+#: A key of FORBIDDEN_KEYS in JSON text (store.mentions_forbidden in one C call per record).
+_FORBIDDEN = re.compile("|".join(f'"{re.escape(key)}"' for key in sorted(FORBIDDEN_KEYS)))
 _EVENT_TIMES = ("start_time", "start_low", "start_high", "end_time", "end_low", "end_high")
 
 
@@ -240,8 +236,14 @@ def export(
     service: str | None = None,
     events: bool = False,
     batch: int = BATCH,
+    workers: int = 1,
 ) -> ExportSummary:
-    """Write the matching records (or events) to ``out``; all or nothing."""
+    """Write the matching measurements (or events) to ``out``; all or nothing.
+
+    ``workers``: processes converting records to measurements when the range holds at least
+    :data:`PARALLEL_MIN` records. Each holds its own batch, so memory grows with them; the
+    default, one, keeps the export in the memory of one batch.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: unknown format (one of: {', '.join(FORMATS)})")
     check_range(since, until)
@@ -253,39 +255,32 @@ def export(
     # The system allocator returns freed batches to the OS; Arrow's default
     # (mimalloc) keeps them, which costs ~100 MB of peak RSS on a large export.
     pa.set_memory_pool(pa.system_memory_pool())
+    # Records and measurements form no reference cycles, and a batch holds millions of objects:
+    # the cyclic collector would walk them again and again (it doubled the export's CPU time).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         if events:
             rows, files = _export_events(store, fmt, dest.tmp, since, until, target, service)
-        elif fmt == "jsonl":
-            rows, files = _write_measurements(store, dest.tmp, since, until, target, service), 1
         else:
-            batches = store.query_raw(
-                since=since, until=until, target=target, service=service,
-                batch=batch,
-            )
-            if fmt == "csv":  # both close ``batches`` on their reading thread
-                rows, files = _write_csv(store, batches, dest.tmp), 1
+            cuts = _slices(store, since, until, workers)
+            if len(cuts) > 1:
+                rows, files = _write_parallel(store, fmt, dest.tmp, cuts, target, service, batch)
             else:
-                rows, files = _write_parquet(store, batches, dest.tmp)
+                found = _measurements(store, since, until, target, service)
+                rows, files = _write(fmt, found, dest.tmp, batch)
         dest.commit()
     except BaseException:
         dest.discard()
         raise
     finally:
         pa.set_memory_pool(previous_pool)
+        if collecting:
+            gc.enable()
     return ExportSummary(Path(out), fmt, rows, files, time.perf_counter() - started)
 
 
-# -- Records -----------------------------------------------------------------------
-
-Rows = Sequence[tuple[int, int, str, str]]
-
-
-def _clean_json(text: str) -> str:
-    """``text`` without forbidden keys (only parsed when it mentions one)."""
-    if not mentions_forbidden(text):
-        return text
-    return json.dumps(strip_forbidden(json.loads(text)), separators=(",", ":"), ensure_ascii=False)
+# -- Measurements --------------------------------------------------------------------
 
 
 def _stored_records(
@@ -299,206 +294,193 @@ def _stored_records(
     later = None if until is None else until + RUN_HORIZON
     for text in store.query_json(since=since, until=later, target=target, service=service):
         record: dict[str, Any] = msgspec.json.decode(text)  # the same dicts as json.loads, faster
-        yield strip_forbidden(record) if mentions_forbidden(text) else record
+        yield strip_forbidden(record) if _FORBIDDEN.search(text) else record
 
 
-def measurement_line(group: Sequence[Mapping[str, Any]]) -> bytes:
-    """One JSONL line: the OONI measurement of one target run."""
-    return ooni.encode(measurement(group)) + b"\n"
+def _measurements(
+    store: Store, since: float | None, until: float | None, target: str | None, service: str | None,
+    after: int | None = None,
+) -> Iterator[ooni.Measurement]:
+    """One OONI measurement per target run whose verdict is in [since, until) (probe.analysis.ooni).
 
-
-def _write_measurements(
-    store: Store, path: Path, since: float | None, until: float | None, target: str | None,
-    service: str | None,
-) -> int:
-    """JSONL: one OONI measurement per target run (probe.analysis.ooni), in run order."""
-    count = 0
+    With ``after`` (µs), records are read from ``since`` but only runs whose verdict is at or
+    after ``after`` are kept (a slice of a parallel export: its first runs may be cut).
+    """
     limit = None if until is None else seconds_to_us(until)
-    with path.open("wb") as sink:
-        for group in group_runs(_stored_records(store, since, until, target, service)):
+    for group in group_runs(_stored_records(store, since, until, target, service)):
+        if limit is not None or after is not None:
             verdict = next(r for r in group if r.get("record_type") == "verdict")
-            if limit is not None and time_us(verdict["measurement_start_time"]) >= limit:
+            at = time_us(verdict["measurement_start_time"])
+            if (limit is not None and at >= limit) or (after is not None and at < after):
                 continue
-            sink.write(measurement_line(group))
+        yield measurement(group)
+
+
+def _write(fmt: str, found: Iterator[ooni.Measurement], path: Path, batch: int, part: str = "part") -> tuple[int, int]:
+    """Measurements to ``path`` in ``fmt``: (measurements, files)."""
+    if fmt == "jsonl":
+        return _write_jsonl(found, path), 1
+    if fmt == "csv":
+        return _write_csv(found, path, batch), 1
+    return _write_parquet(found, path, batch, part)
+
+
+# -- Parallel export -----------------------------------------------------------------
+
+#: Exports of at least this many stored records are converted by several processes: the
+#: conversion to measurements is Python (~20 µs of CPU per record), the rest is not.
+PARALLEL_MIN = 200_000
+
+#: A slice of a parallel export: runs whose verdict is in [after, until) (µs; None: open).
+_Slice = tuple[int | None, int | None]
+
+
+def _slices(store: Store, since: float | None, until: float | None, workers: int) -> list[_Slice]:
+    """[since, until) cut where the records split into ``workers`` equal parts; one slice
+    when the range holds fewer than :data:`PARALLEL_MIN` records or the store is not a file."""
+    low = None if since is None else seconds_to_us(since)
+    high = None if until is None else seconds_to_us(until)
+    whole: list[_Slice] = [(low, high)]
+    if workers < 2 or not store.path.is_file():
+        return whole
+    if not store.readonly:
+        store.flush()  # the workers read the file
+    where = " WHERE t_us >= ? AND t_us < ?"
+    bounds = (-(1 << 62) if low is None else low, (1 << 62) if high is None else high)
+    (count,) = store.db.execute("SELECT count(*) FROM records" + where, bounds).fetchone()
+    if count < PARALLEL_MIN:
+        return whole
+    cuts: list[int] = []
+    for k in range(1, workers):
+        (cut,) = store.db.execute(
+            "SELECT t_us FROM records" + where + " ORDER BY t_us LIMIT 1 OFFSET ?", (*bounds, count * k // workers)
+        ).fetchone()
+        if not cuts or cut > cuts[-1]:
+            cuts.append(cut)
+    edges: list[int | None] = [low, *cuts, high]
+    return list(zip(edges, edges[1:], strict=False))
+
+
+def _export_part(path: str, fmt: str, out: str, part: _Slice, first: bool, target: str | None,
+                 service: str | None, batch: int, name: str) -> tuple[int, int, list[int]]:
+    """One slice of a parallel export, in its own process (its own connection to the store):
+    (measurements, files, the missing envelope ids its records pointed to)."""
+    gc.disable()
+    pa.set_memory_pool(pa.system_memory_pool())
+    after, until = part
+    # A slice reads from RUN_HORIZON before its first run, so that grouping is settled there.
+    since = None if after is None else after / 1e6 - (0 if first else RUN_HORIZON)
+    with Store(path, readonly=True) as store:
+        found = _measurements(store, since, None if until is None else until / 1e6, target, service,
+                              None if first else after)
+        return (*_write(fmt, found, Path(out), batch, name), sorted(store.missing_envelopes))
+
+
+def _write_parallel(store: Store, fmt: str, path: Path, cuts: Sequence[_Slice], target: str | None,
+                    service: str | None, batch: int) -> tuple[int, int]:
+    """Each slice converted by its own process; JSONL and CSV parts are then joined in order."""
+    parts = [path if fmt == "parquet" else path.with_name(f"{path.name}.{k}") for k in range(len(cuts))]
+    try:
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding SQLite and Arrow
+        with ProcessPoolExecutor(len(cuts), mp_context=context) as pool:
+            futures = [
+                pool.submit(_export_part, str(store.path), fmt, str(out), cut, k == 0, target, service, batch,
+                            f"part-{k}")
+                for k, (cut, out) in enumerate(zip(cuts, parts, strict=True))
+            ]
+            done = [future.result() for future in futures]
+        if fmt != "parquet":
+            with path.open("wb") as sink:
+                for k, part in enumerate(parts):
+                    with part.open("rb") as source:
+                        if fmt == "csv" and k:
+                            source.readline()  # the header, written once
+                        shutil.copyfileobj(source, sink, 1 << 22)
+    finally:
+        for part in parts:
+            if part != path:
+                part.unlink(missing_ok=True)
+    for _, _, missing in done:
+        store.missing_envelopes.update(missing)  # named by Store.damage()
+    return sum(rows for rows, _, _ in done), sum(files for _, files, _ in done)
+
+
+def _write_jsonl(found: Iterator[ooni.Measurement], path: Path) -> int:
+    """JSONL: one OONI measurement per line, in run order."""
+    count = 0
+    with path.open("wb") as sink:
+        for m in found:
+            sink.write(ooni.encode(m) + b"\n")
             count += 1
     return count
 
 
-@dataclass(frozen=True)
-class _Batch:
-    """One batch of stored rows, prepared on the reading thread (everything needing the GIL)."""
-
-    t_us: pa.Array  # int64
-    eids: pa.Array  # int64
-    heads: bytes  # the heads, one JSON object per line
-    test_keys: pa.Array  # string
-    envelopes: dict[int, str]
-    count: int
-
-
-def _prepare(store: Store, rows: Rows) -> _Batch:
-    t_us, eids, heads, tks = zip(*rows, strict=True)
-    buffer = "\n".join(heads).encode("utf-8")
-    if any(f'"{key}"'.encode() in buffer for key in FORBIDDEN_KEYS):
-        buffer = "\n".join(_clean_json(head) for head in heads).encode("utf-8")
-    test_keys = pa.array(tks, pa.string())
-    if any(pc.any(pc.match_substring(test_keys, f'"{key}"')).as_py() for key in FORBIDDEN_KEYS):
-        test_keys = pa.array([_clean_json(tk) for tk in tks], pa.string())
-    eid_array = pa.array(eids, pa.int64())
-    return _Batch(
-        t_us=pa.array(t_us, pa.int64()),
-        eids=eid_array,
-        heads=buffer,
-        test_keys=test_keys,
-        envelopes=store.envelopes(pc.unique(eid_array).to_pylist()),
-        count=len(rows),
-    )
-
-
-def _prefetch(
-    store: Store, batches: Iterator[list[tuple[int, int, str, str]]], depth: int = 1
-) -> Iterator[_Batch]:
-    """Read and prepare batches on a thread while the caller converts and writes.
-
-    SQLite row fetching and the Python-side preparation hold the GIL; Arrow's
-    JSON parsing and the Parquet/CSV writers release it, so the two overlap. At
-    most ``depth`` prepared batches wait in the queue, which bounds memory.
-    """
-    items: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: _Batch | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for rows in batches:
-                if not put(_prepare(store, rows)):
-                    return
-            put(None)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()  # release the cursor on this thread, before the store closes
-
-    worker = threading.Thread(target=produce, name="export-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = items.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join(timeout=30)
-
-
-def _envelope_columns(batch: _Batch) -> dict[str, pa.Array]:
-    """The envelope fields of each row: parsed once per distinct envelope, then taken."""
-    ids = list(batch.envelopes)
-    parsed = [json.loads(_clean_json(batch.envelopes[eid])) for eid in ids]
-    index = pc.index_in(batch.eids, value_set=pa.array(ids, pa.int64()))
-    columns: dict[str, pa.Array] = {}
-    for name in ENVELOPE_FIELDS:
-        values = [_text(env.get(name)) for env in parsed]
-        columns[name] = pa.array(values, pa.string()).take(index)
-    return columns
-
-
-def _text(value: Any) -> str | None:
+def _blocking(value: bool | str | None) -> str | None:
+    """``blocking`` as text: ``"false"``, the kind of blocking, or null (as ``->>'$.blocking'`` reads it)."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return "true" if value else "false"
 
 
-def _parse_heads(buffer: bytes, count: int) -> pa.Table:
-    """The per-record fields of every head, with Arrow's JSON reader (C++, in bulk)."""
-    try:
-        table = pajson.read_json(
-            io.BytesIO(buffer),
-            read_options=pajson.ReadOptions(block_size=1 << 22),
-            parse_options=_HEAD_PARSE,
-        )
-        if table.num_rows == count:
-            return table
-    except pa.ArrowInvalid:
-        pass
-    return _parse_heads_slowly(buffer.decode("utf-8").split("\n"))
+def _getter(name: str, kind: pa.DataType, source: str) -> Callable[[ooni.Measurement], Any]:
+    """The value of column ``name`` in a measurement (JSON columns: already encoded)."""
+    path = {"m": name, "k": f"test_keys.{name}", "start": "test_keys.start_time", "ooni_time": name,
+            "probe_id": "annotations", "blocking": "test_keys.blocking"}[source]
+    get = operator.attrgetter(path)
+    if source == "probe_id":
+        return lambda m: m.annotations.get("probe_id")
+    if source == "blocking":
+        return lambda m: _blocking(get(m))
+    if kind == JSON:
+        return lambda m: None if (value := get(m)) is None else _ENCODE(value)
+    return get
 
 
-def _parse_heads_slowly(heads: Sequence[str]) -> pa.Table:
-    """Fallback for heads Arrow's strict reader refuses (a field of an unexpected type)."""
-    parsed = [json.loads(head) for head in heads]
+_GETTERS = [_getter(name, kind, source) for names, kind, source in _MEASUREMENT_COLUMNS for name in names.split()]
+_SOURCES = [source for names, _, source in _MEASUREMENT_COLUMNS for _ in names.split()]
+
+
+def _row(m: ooni.Measurement) -> list[Any]:
+    """One measurement's column values: taken at once, so a batch holds rows, not measurements."""
+    return [get(m) for get in _GETTERS]
+
+
+def _rows_table(rows: Sequence[Sequence[Any]], as_json: bool) -> pa.Table:
+    schema = MEASUREMENT_SCHEMA if as_json else _TEXT_SCHEMA
     columns: list[pa.Array] = []
-    for field in _HEAD_SCHEMA:
-        raw = [row.get(field.name) for row in parsed]
-        if field.type == pa.float64():
-            values: list[Any] = [_number(v) for v in raw]
-        elif field.type == pa.bool_():
-            values = [v if isinstance(v, bool) else None for v in raw]
+    for field, source, values in zip(MEASUREMENT_SCHEMA, _SOURCES, zip(*rows, strict=True), strict=False):
+        if field.type == JSON:
+            text = pa.array(values, pa.string())
+            columns.append(pa.ExtensionArray.from_storage(JSON, text) if as_json else text)
+        elif source == "start":  # RFC 3339 with µs
+            columns.append(pa.array(values, pa.string()).cast(TIMESTAMP))
+        elif source == "ooni_time":
+            columns.append(pc.strptime(pa.array(values, pa.string()), OONI_TIME, "us").cast(TIMESTAMP))
         else:
-            values = [_text(v) for v in raw]
-        columns.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(columns, schema=_HEAD_SCHEMA)
+            columns.append(pa.array(values, field.type))
+    if not rows:
+        return schema.empty_table()
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+def measurement_table(found: Iterable[ooni.Measurement], as_json: bool = True) -> pa.Table:
+    """Measurements as rows of :data:`MEASUREMENT_SCHEMA` (``as_json=False``: JSON columns as text)."""
+    return _rows_table([_row(m) for m in found], as_json)
 
 
-def _record_table(batch: _Batch, text_time: bool) -> pa.Table:
-    """One batch as a table of :data:`RECORD_SCHEMA` columns.
-
-    With ``text_time`` (CSV), ``measurement_start_time`` stays the stored RFC
-    3339 text and ``test_keys`` plain text.
-    """
-    head = _parse_heads(batch.heads, batch.count)
-    envelope = _envelope_columns(batch)
-    columns: list[pa.Array] = []
-    fields: list[pa.Field] = []
-    for field in RECORD_SCHEMA:
-        name = field.name
-        if name in envelope:
-            column = envelope[name]
-        elif name == "test_keys":
-            text = batch.test_keys
-            column = text if text_time else pa.ExtensionArray.from_storage(JSON, text)
-        elif name == "measurement_start_time" and not text_time:
-            column = batch.t_us.cast(TIMESTAMP)
-        else:
-            column = head.column(name).combine_chunks()
-        columns.append(column)
-        fields.append(pa.field(name, column.type))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+def _tables(found: Iterator[ooni.Measurement], batch: int, as_json: bool) -> Iterator[tuple[int, pa.Table]]:
+    """Tables of ``batch`` measurements each, and how many."""
+    while rows := [_row(m) for m in itertools.islice(found, batch)]:
+        yield len(rows), _rows_table(rows, as_json)
 
 
-def _write_csv(store: Store, batches: Iterator[list[tuple[int, int, str, str]]], path: Path) -> int:
+def _write_csv(found: Iterator[ooni.Measurement], path: Path, batch: int) -> int:
+    """CSV: one row per measurement, the columns of :data:`MEASUREMENT_SCHEMA`, JSON as text."""
     count = 0
-    writer: pacsv.CSVWriter | None = None
-    with path.open("wb") as sink:
-        for batch in _prefetch(store, batches):
-            table = _record_table(batch, text_time=True)
-            if writer is None:
-                writer = pacsv.CSVWriter(sink, table.schema)
+    with path.open("wb") as sink, pacsv.CSVWriter(sink, _TEXT_SCHEMA) as writer:
+        for rows, table in _tables(found, batch, as_json=False):
             writer.write_table(table)
-            count += batch.count
-        if writer is None:  # no rows: still a header
-            sink.write((",".join(f'"{name}"' for name in RECORD_SCHEMA.names) + "\n").encode())
-        else:
-            writer.close()
+            count += rows
     return count
 
 
@@ -509,8 +491,8 @@ def _day(t_us: int) -> str:
 class _Partitions:
     """One open Parquet writer at a time: rows arrive in time order, so dates do too."""
 
-    def __init__(self, root: Path, schema: pa.Schema) -> None:
-        self.root, self.schema = root, schema
+    def __init__(self, root: Path, schema: pa.Schema, name: str = "part") -> None:
+        self.root, self.schema, self.name = root, schema, name
         self.date: str | None = None
         self.writer: pq.ParquetWriter | None = None
         self.files = 0
@@ -521,10 +503,10 @@ class _Partitions:
             folder = self.root / f"date={date}"
             folder.mkdir(exist_ok=True)
             part = 0
-            while (folder / f"part-{part}.parquet").exists():
+            while (folder / f"{self.name}-{part}.parquet").exists():
                 part += 1
             self.writer = pq.ParquetWriter(
-                folder / f"part-{part}.parquet", self.schema, compression="zstd"
+                folder / f"{self.name}-{part}.parquet", self.schema, compression="zstd"
             )
             self.date = date
             self.files += 1
@@ -536,19 +518,19 @@ class _Partitions:
             self.writer = None
 
 
-def _write_parquet(
-    store: Store, batches: Iterator[list[tuple[int, int, str, str]]], root: Path
-) -> tuple[int, int]:
+def _write_parquet(found: Iterator[ooni.Measurement], root: Path, batch: int, name: str = "part"
+                   ) -> tuple[int, int]:
+    """Parquet: one row per measurement, a row group per batch and date, partitioned by date."""
     count = 0
-    parts = _Partitions(root, RECORD_SCHEMA)
+    parts = _Partitions(root, MEASUREMENT_SCHEMA, name)
     try:
-        for batch in _prefetch(store, batches):
-            table = _record_table(batch, text_time=False)
-            days = batch.t_us.to_numpy() // _DAY_US
-            cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), batch.count]
+        for rows, table in _tables(found, batch, as_json=True):
+            stamps = table.column("measurement_start_time").combine_chunks()
+            days = stamps.cast(pa.int64()).to_numpy() // _DAY_US
+            cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), rows]
             for start, stop in zip(cuts, cuts[1:], strict=False):
                 parts.write(_day(int(days[start]) * _DAY_US), table.slice(start, stop - start))
-            count += batch.count
+            count += rows
     finally:
         parts.close()
     return count, parts.files
@@ -626,7 +608,7 @@ __all__ = [
     "EVENT_SCHEMA",
     "FORBIDDEN_KEYS",
     "FORMATS",
-    "RECORD_SCHEMA",
+    "MEASUREMENT_SCHEMA",
     "ExportError",
     "ExportSummary",
     "check_range",

@@ -84,9 +84,9 @@ def test_every_field_is_documented() -> None:
     names = set(SCHEMA["properties"])
     for definition in SCHEMA["$defs"].values():
         names |= set(definition.get("properties", {}))
-    from probe.storage.export import EVENT_SCHEMA, RECORD_SCHEMA
+    from probe.storage.export import EVENT_SCHEMA, MEASUREMENT_SCHEMA
 
-    names |= set(RECORD_SCHEMA.names) | set(EVENT_SCHEMA.names) | {"date"}
+    names |= set(MEASUREMENT_SCHEMA.names) | set(EVENT_SCHEMA.names) | {"date"}
     missing = sorted(n for n in names if not _documented(n))
     assert missing == []
 

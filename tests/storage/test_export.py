@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import sqlite3
 from pathlib import Path
@@ -19,7 +20,7 @@ from probe.analysis.ooni import measurement
 from probe.cli import main
 from probe.core.ooni import to_dict
 from probe.core.records import Event
-from probe.storage.export import EVENT_SCHEMA, RECORD_SCHEMA, ExportError, export, parse_when
+from probe.storage.export import EVENT_SCHEMA, MEASUREMENT_SCHEMA, ExportError, export, parse_when
 from probe.storage.store import Store, time_us
 from tests.storage.test_store import T0, make_records
 
@@ -56,69 +57,81 @@ def _export(path: Path, fmt: str, out: Path, **kw: Any) -> Any:
         return export(store, fmt, out, batch=kw.pop("batch", 4), **kw)
 
 
-def _expected_row(record: dict[str, Any]) -> dict[str, Any]:
-    row = {name: record.get(name) for name in RECORD_SCHEMA.names}
-    row["measurement_start_time"] = time_us(record["measurement_start_time"])
-    row["test_keys"] = record["test_keys"]
-    return row
+_JSON_COLUMNS = [f.name for f in MEASUREMENT_SCHEMA if f.type == pa.json_(pa.string())]
+_TOP = ("measurement_uid", "report_id", "test_name", "test_version", "test_runtime", "input", "probe_cc",
+        "probe_asn", "probe_network_name", "resolver_ip", "resolver_asn", "resolver_network_name",
+        "software_name", "software_version", "data_format_version", "annotations", "extensions",
+        "test_helpers")
 
 
-def test_parquet_round_trip_pyarrow(store_path: Path, tmp_path: Path,
-                                    records: list[dict[str, Any]]) -> None:
+def _rebuilt(row: dict[str, Any]) -> dict[str, Any]:
+    """The OONI measurement a flat row holds (the inverse of export.measurement_table)."""
+    row = {k: (json.loads(v) if k in _JSON_COLUMNS and v is not None else v) for k, v in row.items()}
+    row.pop("date", None)
+    start: dt.datetime = row.pop("measurement_start_time")
+    began: dt.datetime = row.pop("test_start_time")
+    top = {k: row.pop(k) for k in _TOP}
+    row.pop("probe_id")
+    blocking = row.pop("blocking")
+    return {
+        **top, "probe_ip": "127.0.0.1",
+        "measurement_start_time": start.strftime("%Y-%m-%d %H:%M:%S"),
+        "test_start_time": began.strftime("%Y-%m-%d %H:%M:%S"),
+        "test_keys": {**row, "start_time": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                      "blocking": False if blocking == "false" else blocking},
+    }
+
+
+def _expected(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every run's OONI measurement (as the JSONL export writes it), by measurement_uid."""
+    found = [to_dict(measurement(run)) for run in _runs(records)]
+    return {m["measurement_uid"]: m for m in found}
+
+
+def test_parquet_is_one_row_per_measurement_pyarrow(store_path: Path, tmp_path: Path,
+                                                    records: list[dict[str, Any]]) -> None:
     out = tmp_path / "out"
     summary = _export(store_path, "parquet", out)  # batch of 4: several row groups
-    assert summary.rows == len(records)
+    expected = _expected(records)
+    assert summary.rows == len(expected) == len(records) // 3
     dates = sorted(p.name for p in out.iterdir())
     assert dates == ["date=2026-04-16", "date=2026-04-17", "date=2026-04-18"]
     table = ds.dataset(out, format="parquet", partitioning="hive").to_table()
-    assert table.num_rows == len(records)
-    for field in RECORD_SCHEMA:
+    assert table.num_rows == len(expected)
+    for field in MEASUREMENT_SCHEMA:
         assert table.schema.field(field.name).type == field.type, field.name
     assert table.schema.field("measurement_start_time").type == pa.timestamp("us", tz="UTC")
-    assert table.schema.field("ok").type == pa.bool_()
-    assert table.schema.field("test_runtime").type == pa.float64()
+    assert table.schema.field("accessible").type == pa.bool_()
     rows = table.to_pylist()
-    by_id = {r["id"]: r for r in rows}
-    for record in records:
-        got = dict(by_id[record["id"]])
-        stamp = got.pop("measurement_start_time")
-        got.pop("date")
-        assert int(stamp.timestamp() * 1_000_000) == time_us(record["measurement_start_time"])
-        got["test_keys"] = json.loads(got["test_keys"])
-        want = _expected_row(record)
-        want.pop("measurement_start_time")
-        assert got == want
+    assert sorted(r["measurement_uid"] for r in rows) == sorted(expected)
     for row in rows:
         assert row["date"] == row["measurement_start_time"].strftime("%Y-%m-%d")
+        assert row["probe_id"] == expected[row["measurement_uid"]]["annotations"]["probe_id"]
+        assert _rebuilt(row) == expected[row["measurement_uid"]]  # lossless: every field is there
 
 
-def test_parquet_round_trip_duckdb(store_path: Path, tmp_path: Path,
-                                   records: list[dict[str, Any]]) -> None:
+def test_parquet_in_duckdb(store_path: Path, tmp_path: Path, records: list[dict[str, Any]]) -> None:
     out = tmp_path / "out"
     _export(store_path, "parquet", out)
     con = duckdb.connect()
     source = f"read_parquet('{out}/*/*.parquet', hive_partitioning = true)"
     types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     assert types["measurement_start_time"] == "TIMESTAMP WITH TIME ZONE"
-    assert types["ok"] == "BOOLEAN" and types["test_runtime"] == "DOUBLE"
-    assert types["test_keys"] == "JSON" and types["target"] == "VARCHAR"
-    assert con.execute(f"SELECT count(*) FROM {source}").fetchone() == (len(records),)
+    assert types["accessible"] == "BOOLEAN" and types["test_runtime"] == "DOUBLE"
+    assert types["tcp_connect"] == "JSON" and types["checks"] == "JSON" and types["target"] == "VARCHAR"
+    expected = _expected(records)
+    assert con.execute(f"SELECT count(*) FROM {source}").fetchone() == (len(expected),)
     got = con.execute(
-        f"SELECT id, epoch_us(measurement_start_time), ok, failure, test_runtime, "
-        f"test_keys->>'$.reason', test_keys FROM {source}"
+        f"SELECT measurement_uid, epoch_us(measurement_start_time), accessible, blocking, reason, "
+        f"json_array_length(checks), checks->>'$[0].id', tcp_connect->>'$[0].ip' FROM {source}"
     ).fetchall()
-    by_id = {row[0]: row for row in got}
-    for record in records:
-        _, stamp, ok, failure, runtime, reason, keys = by_id[record["id"]]
-        assert stamp == time_us(record["measurement_start_time"])
-        assert (ok, failure, runtime) == (record["ok"], record["failure"], record["test_runtime"])
-        assert reason == record["test_keys"].get("reason")
-        assert json.loads(keys) == record["test_keys"]
-    verdicts = con.execute(
-        f"SELECT count(*) FROM {source} WHERE record_type = 'verdict' "
-        f"AND CAST(test_keys->'$.accessible' AS VARCHAR) = 'false'"
-    ).fetchone()
-    assert verdicts == (sum(1 for r in records if r["test_keys"].get("accessible") is False),)
+    for uid, stamp, accessible, blocking, reason, n_checks, first, ip in got:
+        want = expected[uid]["test_keys"]
+        assert stamp == time_us(want["start_time"])
+        assert (accessible, reason) == (want["accessible"], want["reason"])
+        assert blocking == (None if want["blocking"] is None else json.dumps(want["blocking"]).strip('"'))
+        assert (n_checks, first) == (len(want["checks"]), want["checks"][0]["id"])
+        assert ip == (want["tcp_connect"][0]["ip"] if want["tcp_connect"] else None)
 
 
 def _runs(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -142,25 +155,23 @@ def test_jsonl_is_one_ooni_measurement_per_run(store_path: Path, tmp_path: Path,
                        ).fetchone() == (len(runs), len(runs))
 
 
-def test_csv_round_trip(store_path: Path, tmp_path: Path, records: list[dict[str, Any]]) -> None:
+def test_csv_is_one_row_per_measurement(store_path: Path, tmp_path: Path,
+                                        records: list[dict[str, Any]]) -> None:
     out = tmp_path / "out.csv"
     _export(store_path, "csv", out)
+    expected = _expected(records)
     with out.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == RECORD_SCHEMA.names
-    assert len(rows) == len(records)
-    for row, record in zip(rows, records, strict=True):
-        assert row["id"] == record["id"]
-        assert row["measurement_start_time"] == record["measurement_start_time"]
-        assert row["ok"] == ("true" if record["ok"] else "false")
-        assert row["failure"] == (record["failure"] or "")
-        assert float(row["test_runtime"]) == record["test_runtime"]
-        assert json.loads(row["test_keys"]) == record["test_keys"]
-    table = pacsv.read_csv(out)
-    assert table.num_rows == len(records) and table.schema.field("ok").type == pa.bool_()
+    assert list(rows[0]) == MEASUREMENT_SCHEMA.names and len(rows) == len(expected)
+    types = {f.name: f.type for f in MEASUREMENT_SCHEMA}
+    types.update({name: pa.string() for name in _JSON_COLUMNS})
+    table = pacsv.read_csv(out, convert_options=pacsv.ConvertOptions(column_types=types,
+                                                                     strings_can_be_null=True))
+    for row in table.to_pylist():
+        assert _rebuilt(row) == expected[row["measurement_uid"]]
     con = duckdb.connect()
-    assert con.execute(f"SELECT count(*), sum(ok::INT) FROM read_csv_auto('{out}')").fetchone() == (
-        len(records), sum(1 for r in records if r["ok"]))
+    assert con.execute(f"SELECT count(*), sum(accessible::INT) FROM read_csv_auto('{out}')").fetchone() == (
+        len(expected), sum(1 for m in expected.values() if m["test_keys"]["accessible"]))
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
@@ -173,7 +184,7 @@ def test_filters(store_path: Path, tmp_path: Path, records: list[dict[str, Any]]
     want = [r for r in records
             if since * 1e6 <= time_us(r["measurement_start_time"]) < until * 1e6]
     assert len(want) == 9
-    assert summary.rows == (len(want) // 3 if fmt == "jsonl" else len(want))  # jsonl: one per run
+    assert summary.rows == len(want) // 3  # one measurement per run
     assert _export(store_path, fmt, tmp_path / f"none.{fmt}", service="whatsapp").rows == 0
 
 
@@ -181,7 +192,7 @@ def test_empty_exports_are_valid(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite"
     Store(path).close()
     _export(path, "csv", tmp_path / "e.csv")
-    assert (tmp_path / "e.csv").read_text().startswith('"schema_version","record_type"')
+    assert (tmp_path / "e.csv").read_text().startswith('"measurement_uid","report_id"')
     _export(path, "jsonl", tmp_path / "e.jsonl")
     assert (tmp_path / "e.jsonl").read_text() == ""
     _export(path, "parquet", tmp_path / "e")
@@ -302,22 +313,15 @@ def test_failure_midway_leaves_no_partial_file(store_path: Path, tmp_path: Path,
     if fmt != "parquet":
         previous.write_text("an earlier, complete export\n")
     calls = {"n": 0}
-    real_prepare, real_line = export_mod._prepare, export_mod.measurement_line
+    real = export_mod.measurement
 
-    def failing_prepare(store: Store, rows: Any) -> Any:
+    def failing(group: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 6:  # the second batch of 4
             raise OSError(28, "No space left on device")
-        return real_prepare(store, rows)
+        return real(group)
 
-    def failing_line(group: Any) -> bytes:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(28, "No space left on device")
-        return real_line(group)
-
-    monkeypatch.setattr(export_mod, "_prepare", failing_prepare)
-    monkeypatch.setattr(export_mod, "measurement_line", failing_line)
+    monkeypatch.setattr(export_mod, "measurement", failing)
     with pytest.raises(OSError, match="No space"):
         _export(store_path, fmt, previous)
     expected = [previous.name] if fmt != "parquet" else []
@@ -372,7 +376,7 @@ def test_cli_missing_or_corrupt_store(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no such store" in capsys.readouterr().err and not missing.exists()
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"garbage" * 1000)
-    assert main(["export", "--store", str(bad), "--out", str(tmp_path / "x.csv")]) == 1
+    assert main(["export", "--store", str(bad), "--out", str(tmp_path / "x.csv")]) == 2  # damaged
     assert str(bad) in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
     newer = tmp_path / "newer.sqlite"
@@ -394,4 +398,44 @@ def test_export_bench_runs_small(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "parquet :" in done.stdout and "500 rows" in done.stdout and "peak RSS" in done.stdout
+    assert "parquet :" in done.stdout and "83 measurements" in done.stdout and "peak RSS" in done.stdout
+
+
+def test_parallel_export_equals_the_sequential_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slices converted by worker processes give the same measurements, none lost at the cuts.
+
+    Runs every 7 minutes, the verdict stamped first as the pipeline does (its checks come after it),
+    all under one run id as a daemon writes them: a cut falls inside runs.
+    """
+    base = make_records(60, t0=T0, step=420)
+    records: list[dict[str, Any]] = []
+    for k in range(0, len(base), 3):
+        first, second, verdict = base[k:k + 3]
+        start = verdict["measurement_start_time"]
+        records.append({**verdict, "report_id": "daemon", "measurement_start_time": first["measurement_start_time"]})
+        records.extend({**r, "report_id": "daemon", "measurement_start_time": start} for r in (first, second))
+    path = tmp_path / "s.sqlite"
+    with Store(path, retention_days=None) as store:
+        store.append(records)
+    monkeypatch.setattr(export_mod, "PARALLEL_MIN", 1)
+    for fmt in ("jsonl", "csv", "parquet"):
+        one, three = tmp_path / f"one.{fmt}", tmp_path / f"three.{fmt}"
+        with Store(path, readonly=True) as store:
+            assert len(export_mod._slices(store, T0 + 3600, None, 4)) == 4  # two cuts fall on checks
+            alone = export(store, fmt, one, since=T0 + 3600, workers=1)
+            split = export(store, fmt, three, since=T0 + 3600, workers=4, batch=7)
+        assert alone.rows == split.rows == 60 - 9  # the runs from T0 + 1 h (every 420 s)
+        assert _lines(one, fmt)[0] == _lines(three, fmt)[0]  # the CSV header, once
+        assert sorted(_lines(one, fmt)) == sorted(_lines(three, fmt))
+        assert len(_lines(one, fmt)) == alone.rows + (fmt == "csv")
+        if fmt == "parquet":
+            assert split.files > alone.files
+
+
+def _lines(out: Path, fmt: str) -> list[Any]:
+    """An export's rows as comparable values (Parquet: by measurement_uid)."""
+    if fmt == "parquet":
+        rows = ds.dataset(out, partitioning="hive").to_table().to_pylist()
+        return sorted(json.dumps(r, default=str, sort_keys=True) for r in rows)
+    with out.open(newline="", encoding="utf-8") as f:
+        return list(csv.reader(f)) if fmt == "csv" else f.read().splitlines()
