@@ -172,7 +172,8 @@ def kills(args: argparse.Namespace) -> None:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store", str(store),
                      "--listen", "127.0.0.1:0", "--measure", "tests.service.test_daemon:fake_measure"],
-                    cwd=tree, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": str(tree)})
+                    cwd=tree, stdout=subprocess.DEVNULL, stderr=err,
+                    env={**os.environ, "PYTHONPATH": str(tree), "PROBE_INFORMED_CONSENT": "1"})
             try:
                 deadline = time.monotonic() + 60
                 while measured(log) == 0:
@@ -232,7 +233,7 @@ def buffering(args: argparse.Namespace) -> None:
                  "--listen", f"127.0.0.1:{port}", "--measure", "tests.service.test_daemon:fake_measure",
                  "--log-level", "warning"],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                env={**os.environ, "PYTHONPATH": str(ROOT), "PROBE_INFORMED_CONSENT": "1"})
             start = time.monotonic()
             print(f"buffering on a full disk: {args.targets} targets every {args.interval:g} s")
             print(f"  {'s':>4} {'rss MB':>7} {'buffered records':>16} {'buffered MB':>11} {'dropped':>7}")

@@ -45,7 +45,8 @@ def start(targets: Path, store: Path, log: Path, port: int) -> subprocess.Popen[
         return subprocess.Popen(
             [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store", str(store),
              "--listen", f"127.0.0.1:{port}", "--measure", MEASURE, "--grace", "2"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PROBE_INFORMED_CONSENT": "1"},
         )
 
 
