@@ -24,6 +24,7 @@ from probe.analysis.verdict import Controls, decide
 from probe.checks import control, dns, http, tcp, tls
 from probe.core.config import Target
 from probe.core.context import Context
+from probe.core.privacy import OwnAddresses, scrub_record, scrub_text
 from probe.core.records import CheckResult, ProbeMeta, Verdict, check_record, verdict_record
 
 MAX_ADDRESSES = 4  # addresses per target tested with TCP
@@ -36,13 +37,22 @@ class TargetOutcome:
     target: Target
     results: tuple[CheckResult[Any], ...]
     verdict: Verdict
+    own: OwnAddresses = OwnAddresses()  # the probe's addresses when the measurement ended
 
     def records(self, meta: ProbeMeta) -> list[dict[str, Any]]:
-        """Check records, then the verdict record, as stored and exported."""
+        """Check records, then the verdict record, as stored, exported, printed and uploaded.
+
+        The one choke point of privacy: every record leaves through here with the probe's own
+        addresses scrubbed (probe.core.privacy; ``test_keys.scrubbed`` counts them).
+        """
         t = self.target
         out = [check_record(r, meta, t.service, t.category) for r in self.results]
         out.append(verdict_record(self.verdict, meta))
-        return out
+        return [scrub_record(r, self.own) for r in out]
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a verdict's reason for a table, say) with the probe's own addresses scrubbed."""
+        return scrub_text(text, self.own)[0]
 
 
 async def prepare(targets: Sequence[Target]) -> None:
@@ -255,7 +265,7 @@ async def measure_target(target: Target, ctx: Context, controls: Controls | None
         found = await diagnostics.run(target, ctx, addresses)
         results += found
         verdict = annotate(verdict, found)
-    return TargetOutcome(target, tuple(results), verdict)
+    return TargetOutcome(target, tuple(results), verdict, ctx.own.current())
 
 
 def network_ok(outcomes: Sequence[TargetOutcome]) -> bool | None:

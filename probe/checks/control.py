@@ -1,5 +1,6 @@
 """Remote control: ask the test helper (probe/service/helper.py) whether it reaches address:port
-(:func:`ask`), or what page it gets for a URL (:func:`fetch_page`)."""
+(:func:`ask`), what page it gets for a URL (:func:`fetch_page`), and what the probe's own address
+looks like from outside (to scrub it, never to record it)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,37 @@ class ControlDetails:
     tls_failure: str | None = None
 
 
+async def _answer(client: httpx.AsyncClient, request: httpx.Request) -> Any:
+    """The helper's JSON answer, read with a cap (a hostile middlebox cannot make it large)."""
+    response = await send_streamed(client, request)
+    try:
+        answer = await read_capped(response, MAX_ANSWER)
+    finally:
+        await response.aclose()
+    response.raise_for_status()
+    return json.loads(answer.data)
+
+
+WHOAMI_TIMEOUT = 5.0  # seconds: asked before measuring starts, so it must not hold a run up for long
+
+
+async def whoami(helper: str, ctx: Context) -> bool:
+    """Ask the helper for our address as it sees it (the public one behind a NAT) and add it to the
+    addresses scrubbed from every record (``ctx.own``). Whether it answered; never raises."""
+    try:
+        async with httpx.AsyncClient(verify=ctx.ssl_context(), timeout=min(WHOAMI_TIMEOUT, ctx.settings.timeouts.http),
+                                     trust_env=False, transport=ctx.http_transport) as client:
+            body = await _answer(client, client.build_request("GET", helper.rstrip("/") + "/whoami",
+                                                              headers={"accept-encoding": ACCEPT_ENCODING}))
+        seen = body.get("client")
+    except Exception:  # noqa: BLE001 - an old or unreachable helper: the interfaces' addresses remain
+        return False
+    if not isinstance(seen, str):
+        return False
+    ctx.own.learn(seen)
+    return True
+
+
 async def ask(
     helper: str, address: str, port: int, sni: str | None, ctx: Context, *, target: str
 ) -> CheckResult[ControlDetails]:
@@ -41,16 +73,11 @@ async def ask(
     try:
         async with httpx.AsyncClient(verify=ctx.ssl_context(), timeout=ctx.settings.timeouts.http,
                                      trust_env=False, transport=ctx.http_transport) as client:
-            request = client.build_request("POST", helper.rstrip("/") + "/check",
-                                           json={"address": address, "port": port, "sni": sni},
-                                           headers={"accept-encoding": ACCEPT_ENCODING})
-            response = await send_streamed(client, request)
-            try:
-                answer = await read_capped(response, MAX_ANSWER)
-            finally:
-                await response.aclose()
-            response.raise_for_status()
-            body = json.loads(answer.data)
+            body = await _answer(client, client.build_request(
+                "POST", helper.rstrip("/") + "/check", json={"address": address, "port": port, "sni": sni},
+                headers={"accept-encoding": ACCEPT_ENCODING}))
+        if isinstance(body.get("client"), str):  # our address as seen from outside: to scrub, never to record
+            ctx.own.learn(body["client"])
         tls = body.get("tls") or {}
         details = ControlDetails(helper, address, port, sni, body["tcp"]["ok"], body["tcp"]["failure"],
                                  tls.get("ok"), tls.get("failure"))

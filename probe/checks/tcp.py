@@ -30,6 +30,9 @@ async def connect(
         _, writer = await asyncio.wait_for(
             ctx.open_connection(address, port), ctx.settings.timeouts.connect
         )
+        local = writer.get_extra_info("sockname")
+        if local:  # the source address of our own connection: one of the probe's (probe.core.privacy)
+            ctx.own.learn(str(local[0]))
         writer.close()
     except Exception as exc:  # noqa: BLE001 - classified below
         failure = failures.classify(exc)

@@ -52,6 +52,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from probe.service import daemon as daemon_mod
+    from probe.service.addresses import address_book, scrub_logs
     from probe.service.endpoints import Endpoints
     from probe.service.runner import run_loop
 
@@ -68,8 +69,10 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     probe_id = _probe_id(store, settings.probe_id)
     meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)
-    daemon = daemon_mod.Daemon(cfg, Context(settings=settings, meta=meta), measure, store=store,
-                               grace=args.grace, detect=daemon_mod.default_detector())
+    ctx = Context(settings=settings, meta=meta, own=address_book())
+    scrub_logs(ctx.own)
+    daemon = daemon_mod.Daemon(cfg, ctx, measure, store=store, grace=args.grace,
+                               detect=daemon_mod.default_detector())
     listen = args.listen or settings.listen
     try:
         endpoints = Endpoints(daemon, listen)

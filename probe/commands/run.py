@@ -27,6 +27,7 @@ from probe.core import ooni
 from probe.core.context import Context
 from probe.core.records import ProbeMeta
 from probe.pipeline import TargetOutcome
+from probe.service.addresses import address_book, scrub_logs
 from probe.service.runner import run_loop, run_once
 
 
@@ -66,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     store = None if args.no_store else open_store(args.store or settings.store, settings.retention_days)
     probe_id = store.probe_id(settings.probe_id) if store is not None else (settings.probe_id or "probe-ephemeral")
     meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)
-    ctx = Context(settings=settings, meta=meta)
+    ctx = Context(settings=settings, meta=meta, own=address_book())
+    scrub_logs(ctx.own)
     out: IO[str] | None = None
     raw: IO[str] | None = None
     try:
@@ -105,10 +107,8 @@ def _run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if args.json:
-        from probe.core.records import verdict_record
-
         for o in outcomes:
-            print(json.dumps(verdict_record(o.verdict, meta), ensure_ascii=False))
+            print(json.dumps(o.records(meta)[-1], ensure_ascii=False))
     else:
         Console().print(verdict_table(outcomes))
     return 0
@@ -122,5 +122,5 @@ def verdict_table(outcomes: list[TargetOutcome]) -> Table:
         v = o.verdict
         name = f"{v.target} (control)" if o.target.control else v.target
         table.add_row(name, v.service, accessible_cell(v.accessible), blocking_cell(v.blocking), v.failure or "",
-                      v.reason)
+                      o.scrub(v.reason))
     return table

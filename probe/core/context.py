@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from probe.core.config import Settings
+from probe.core.privacy import AddressBook
 from probe.core.records import ProbeMeta, default_probe_id
 
 OpenConnection = Callable[..., Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
@@ -48,6 +49,9 @@ class Context:
     monotonic: Callable[[], float] = time.perf_counter
     open_connection: OpenConnection = asyncio.open_connection
     http_transport: Any = None  # an httpx.AsyncBaseTransport for tests; None = real network
+    #: The probe's own addresses, scrubbed from its records (probe.core.privacy). The commands give it
+    #: the interfaces' addresses (probe.service.addresses); checks add what they learn.
+    own: AddressBook = field(default_factory=AddressBook)
 
     @cached_property
     def _ssl_cache(self) -> dict[tuple[bool, tuple[str, ...]], ssl.SSLContext]:

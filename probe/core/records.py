@@ -7,7 +7,8 @@ OONI base-format names where one exists (``measurement_start_time``,
 ``test_runtime``, ``probe_cc``, ``probe_asn``, ``test_keys``, ``input``).
 
 The probe's own public IP is never a field; ``failures.scrub`` removes addresses
-from free-text failure messages.
+from free-text failure messages, and ``probe.core.privacy`` scrubs the probe's own
+addresses from every record when ``probe.pipeline.TargetOutcome.records`` makes it.
 """
 
 from __future__ import annotations

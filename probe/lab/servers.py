@@ -4,7 +4,8 @@
 - a DoH control resolver (198.18.10.54, RFC 8484 POST), answering from the same zone;
 - HTTPS (443) and HTTP (80) on every host address, virtual hosts by SNI/Host, with
   ``/`` (a page), ``/large`` (a streamed object for throughput), ``/s/<channel>``
-  (channel pages), ``/upload`` (a sink);
+  (channel pages), ``/upload`` (a sink), ``/myip`` and ``/myip/redirect`` (pages that echo the
+  client's address everywhere a real site might, for the privacy tests: see :func:`echo_client`);
 - QUIC (aioquic) on UDP 443 of the service hosts;
 - the test helper (198.18.30.20), which repeats a connect/handshake from this side
   of the censor (see probe/service/helper.py).
@@ -141,6 +142,16 @@ def view(kind: str, host: str, client: bool) -> Response | None:
     return None
 
 
+def echo_client(host: str, client: str, redirect: bool) -> Response:
+    """A page that tells the client its address, in every place real sites do: ``X-Client-IP``,
+    ``X-Forwarded-For``, a cookie, the title and body, and (``/myip/redirect``) a ``Location``."""
+    headers = {"X-Client-IP": client, "X-Forwarded-For": f"{client}, 198.18.30.30",
+               "Set-Cookie": f"visitor={client}; Path=/"}
+    if redirect:
+        headers["Location"] = f"http://{host}/welcome?from={client}"
+    return Response(302 if redirect else 200, page(f"Your IP address is {client}", f"Hello {client}"), headers)
+
+
 def make_site(behaviour: LiveJSON, address: str) -> Any:
     names = {h.address: h.name for h in HOSTS.values()}
 
@@ -158,6 +169,8 @@ def make_site(behaviour: LiveJSON, address: str) -> Any:
             query = request.path.partition("?")[2]
             size = int(query.split("=")[1]) if query.startswith("bytes=") else LARGE
             return Response(200, _stream(size), {"Content-Type": "application/octet-stream"}, length=size)
+        if path in ("/myip", "/myip/redirect"):
+            return echo_client(host, request.peer or "", redirect=path.endswith("redirect"))
         if path == "/upload":
             return Response(200, f"received {len(request.body)} bytes".encode(), {"Content-Type": "text/plain"})
         if path.startswith("/s/"):

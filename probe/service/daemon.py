@@ -37,7 +37,9 @@ SIGTERM/SIGINT stop scheduling, let in-flight runs finish for up to ``grace``
 seconds, cancel the rest, flush the store and return 0.
 
 Logs are one JSON object per line. They name targets, never addresses: exception
-text goes through ``failures.scrub``, and the probe never learns its public IP.
+text goes through ``failures.scrub``, and a filter on the handler scrubs the probe's own
+addresses (probe.service.addresses), which it learns from its interfaces and, at start and
+every ``WHOAMI_EVERY`` seconds, from the test helper (its public address).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ log = logging.getLogger("probe.service.daemon")
 
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
+WHOAMI_EVERY = 600.0  # seconds between asking the test helper for our public address
 STOP_WRITES = 60.0  # seconds a stop waits for the store writer to write what was handed over
 
 
@@ -324,7 +327,8 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         from probe.pipeline import prepare
 
-        await prepare(self.config.targets)  # heavy optional imports now, not mid-run
+        # heavy optional imports now, not mid-run; and our public address, to scrub (probe.core.privacy)
+        await asyncio.gather(prepare(self.config.targets), self._whoami())
         self._queue = asyncio.Queue()
         self._wake, self._stopping, self._idle = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._idle.set()
@@ -343,6 +347,7 @@ class Daemon:
         dispatcher = asyncio.create_task(self._dispatch(), name="dispatcher")
         flusher = asyncio.create_task(self._flush_loop(), name="flusher")
         monitor = asyncio.create_task(self._loop_monitor(), name="loop-monitor")
+        whoami = asyncio.create_task(self._whoami_loop(), name="whoami")
         _log(logging.INFO, "daemon started", targets=len(self._jobs),
              concurrency=self.config.settings.concurrency)
         if ready is not None:
@@ -351,6 +356,7 @@ class Daemon:
             await self._stopping.wait()
         finally:
             monitor.cancel()
+            whoami.cancel()
             await self._shutdown(dispatcher, flusher, workers)
             if install_signals:
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -435,6 +441,19 @@ class Daemon:
         while True:
             await asyncio.sleep(FLUSH_EVERY)
             self._flush()
+
+    async def _whoami(self) -> None:
+        helper = self.ctx.settings.test_helper
+        if helper:
+            from probe.checks.control import whoami
+
+            await whoami(helper, self.ctx)
+
+    async def _whoami_loop(self) -> None:
+        """Ask the test helper for our public address again now and then: it changes (DHCP, mobile)."""
+        while True:
+            await asyncio.sleep(WHOAMI_EVERY)
+            await self._whoami()
 
     async def _loop_monitor(self) -> None:
         """Sample how late a timer fires: the time the loop was blocked."""

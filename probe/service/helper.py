@@ -5,7 +5,11 @@ connections": both look the same from one place. OONI answers this with a test
 helper that repeats the measurement from an uncensored network; so does this
 one. The probe POSTs ``{"address", "port", "sni"}`` to ``/check`` over HTTPS (so
 the censor cannot tamper with the answer) and the helper answers with its own
-TCP connect and TLS handshake results, produced by the same check functions.
+TCP connect and TLS handshake results, produced by the same check functions, and
+``client``: the probe's address as the helper sees it (its public address behind a
+NAT, as OONI's probe services tell it), which the probe adds to the addresses it
+scrubs from its records (probe.core.privacy) and never records. ``GET /whoami``
+answers ``{"client": ...}`` alone: the probe asks it before it measures.
 
 ``POST /fetch`` with ``{"url", "user_agent"}`` fetches a web page as the probe would, from here:
 the helper resolves the name with its own resolver and follows redirects (at most
@@ -128,8 +132,11 @@ def handle(ca_bundle: Path | None = None, timeout: float = 3.0, resolver: str = 
     ctx = Context(settings=settings, meta=ProbeMeta(probe_id="helper"))
 
     async def app(request: Request) -> Response:
+        if request.method == "GET" and request.path == "/whoami":
+            return Response(200, json.dumps({"client": request.peer}).encode(), {"Content-Type": "application/json"})
         if request.method != "POST" or request.path not in ("/check", "/fetch"):
-            return Response(404, b'{"error": "POST /check or /fetch"}', {"Content-Type": "application/json"})
+            return Response(404, b'{"error": "POST /check or /fetch, or GET /whoami"}',
+                            {"Content-Type": "application/json"})
         try:
             if request.path == "/fetch":
                 url, agent = _valid_fetch(json.loads(request.body))
@@ -138,7 +145,7 @@ def handle(ca_bundle: Path | None = None, timeout: float = 3.0, resolver: str = 
                 result = await asyncio.wait_for(fetch(url, own, allow_bogons=allow_bogons), FETCH_SECONDS)
             else:
                 address, port, sni = _valid(json.loads(request.body))
-                result = await check(address, port, sni, ctx)
+                result = {**await check(address, port, sni, ctx), "client": request.peer}
         except (ValueError, TypeError) as exc:
             return Response(400, json.dumps({"error": str(exc)}).encode(), {"Content-Type": "application/json"})
         except TimeoutError:

@@ -21,7 +21,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     sni: str | None = None
-    peer: str | None = None  # the client's address
+    peer: str | None = None  # the client's address, as this server sees it
 
 
 @dataclass

@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from probe.analysis.verdict import Controls
+from probe.checks import control
 from probe.core.config import Config, Target
 from probe.core.context import Context
 from probe.pipeline import TargetOutcome, measure_target, network_ok, prepare
@@ -43,7 +44,8 @@ async def run_once(
     config: Config, ctx: Context, on_outcome: OnOutcome | None = None
 ) -> list[TargetOutcome]:
     """Measure all targets of ``config``; outcomes come back in the config's order."""
-    await prepare(config.targets)
+    helper = config.settings.test_helper
+    await asyncio.gather(prepare(config.targets), control.whoami(helper, ctx) if helper else asyncio.sleep(0))
     limit = asyncio.Semaphore(config.settings.concurrency)
     control_targets = [t for t in config.targets if t.control]
     others = [t for t in config.targets if not t.control]
