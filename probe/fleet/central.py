@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -202,18 +201,33 @@ def revoke_token(conn: psycopg.Connection[Any], ref: str) -> int:
 
 def row(m: Measurement) -> tuple[Any, ...]:
     return (m.day, m.uid, m.probe_id, m.probe_cc, m.probe_asn, m.test_name, m.input, m.service,
-            m.start_time, json.dumps(m.body, separators=(",", ":"), ensure_ascii=False))
+            m.start_time, m.body)
 
 
 async def ingest(conn: psycopg.AsyncConnection[Any], batch: Sequence[Measurement]) -> int:
-    """Store a batch in one transaction; returns how many were new (the rest were duplicates)."""
+    """Store a batch in one transaction; returns how many were new (the rest were duplicates).
+
+    The fast path COPYs straight into the table; a batch with any measurement already stored
+    (a retry, or the same batch at another collector at the same moment) fails on the unique key,
+    and is then merged through the staging table, which skips what is there.
+    """
+    try:
+        async with conn.transaction():
+            await _copy(conn, COPY_DIRECT, batch)
+        return len(batch)
+    except psycopg.errors.UniqueViolation:
+        pass
     async with conn.transaction():
         await conn.execute(STAGING_DDL)
-        async with conn.cursor().copy(COPY_STAGING) as copy:
-            for m in batch:
-                await copy.write_row(row(m))
+        await _copy(conn, COPY_STAGING, batch)
         cur = await conn.execute(MERGE_STAGING)
         return cur.rowcount
+
+
+async def _copy(conn: psycopg.AsyncConnection[Any], statement: sql.Composed, batch: Sequence[Measurement]) -> None:
+    async with conn.cursor().copy(statement) as copy:
+        for m in batch:
+            await copy.write_row(row(m))
 
 
 # -- Export -------------------------------------------------------------------------------------

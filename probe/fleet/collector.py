@@ -169,15 +169,17 @@ class Collector:
             raise HTTPError(413, "too_large", {"error": f"batch larger than {limit} bytes uncompressed"})
         return out
 
-    def _parse(self, text: bytes) -> list[Any]:
+    def _parse(self, text: bytes) -> tuple[list[Any], list[str] | None]:
+        """The items of a JSON array, or of JSON lines (with each line's text, kept as the body)."""
         stripped = text.strip()
         try:
             if stripped.startswith(b"["):
                 items = json.loads(stripped)
                 if not isinstance(items, list):
                     raise ValueError("not a list")
-                return items
-            return [json.loads(line) for line in stripped.splitlines() if line.strip()]
+                return items, None
+            lines = [line for line in stripped.decode().splitlines() if line.strip()]
+            return [json.loads(line) for line in lines], lines
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, "bad_request", {"error": f"not JSON lines nor a JSON array: {exc}"}) from None
 
@@ -206,7 +208,7 @@ class Collector:
             raise HTTPError(429, "rate_limited", {"error": "too many batches"},
                             {"Retry-After": str(max(1, math.ceil(wait)))})
         raw = self._decompress(await self._body(request), request.headers.get("content-encoding", "").strip().lower())
-        items = self._parse(raw)
+        items, lines = self._parse(raw)
         if len(items) > self.settings.max_batch_measurements:
             raise HTTPError(413, "too_large", {"error": f"more than {self.settings.max_batch_measurements} "
                                                         "measurements in one batch"})
@@ -214,27 +216,36 @@ class Collector:
                    if isinstance(item, dict) and contract.probe_id_of(item) != probe_id]
         if foreign:
             raise HTTPError(403, "forbidden", {"error": "measurements of another probe id", "indexes": foreign})
-        batch, errors = self._validate(items)
+        batch, errors = self._validate(items, lines)
         if errors:
             for error in errors:
                 self.metrics.rejects.labels(error["reason"]).inc()
             raise HTTPError(400, "bad_request", {"error": "invalid measurements; nothing stored",
                                                  "errors": errors})
-        missing = {m.day for m in batch} - self.known_days
-        if missing:
-            await self._db("partitions", lambda conn: central.ensure_partitions_async(conn, missing))
-            self.known_days |= missing
-        accepted = await self._db("ingest", lambda conn: central.ingest(conn, batch)) if batch else 0
+        try:
+            accepted = await self._store(batch)
+        except psycopg.errors.CheckViolation:  # no partition for a day: retention dropped one we knew
+            self.known_days.clear()
+            accepted = await self._store(batch)
         self.metrics.ingested.inc(accepted)
         self.metrics.duplicates.inc(len(batch) - accepted)
         return {"accepted": accepted, "duplicates": len(batch) - accepted}
 
-    def _validate(self, items: list[Any]) -> tuple[list[contract.Measurement], list[dict[str, Any]]]:
+    async def _store(self, batch: list[contract.Measurement]) -> int:
+        missing = {m.day for m in batch} - self.known_days
+        if missing:
+            await self._db("partitions", lambda conn: central.ensure_partitions_async(conn, missing))
+            self.known_days |= missing
+        return await self._db("ingest", lambda conn: central.ingest(conn, batch)) if batch else 0
+
+    def _validate(self, items: list[Any], lines: list[str] | None
+                  ) -> tuple[list[contract.Measurement], list[dict[str, Any]]]:
         today = dt.datetime.now(dt.UTC).date()
         batch, errors, seen = [], [], set()
         for index, item in enumerate(items):
             try:
-                m = contract.validate(item, today=today, max_age_days=self.settings.max_age_days)
+                m = contract.validate(item, today=today, max_age_days=self.settings.max_age_days,
+                                      raw=lines[index] if lines is not None else None)
                 if m.uid in seen:
                     raise contract.Invalid("duplicate_in_batch", "measurement_uid appears twice in this batch")
             except contract.Invalid as exc:

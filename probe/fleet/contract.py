@@ -14,6 +14,7 @@ store's primary key ``(day, measurement_uid)`` is unique on the uid alone, acros
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ _CC = re.compile(r"^[A-Z]{2}$")
 _ASN = re.compile(r"^AS[0-9]{1,10}$")
 _PROBE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _START_FORMAT = "%Y-%m-%d %H:%M:%S"
+_START = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
 
 
 class Invalid(Exception):
@@ -64,7 +66,7 @@ class Measurement:
     input: str | None
     service: str | None
     start_time: dt.datetime
-    body: Mapping[str, Any]
+    body: str   # the measurement as JSON text
 
 
 def probe_id_of(obj: Mapping[str, Any]) -> Any:
@@ -105,8 +107,10 @@ def new_uid(at: float) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def validate(obj: Any, *, today: dt.date, max_age_days: int) -> Measurement:
+def validate(obj: Any, *, today: dt.date, max_age_days: int, raw: str | None = None) -> Measurement:
     """The measurement ``obj`` as the store will keep it, or :class:`Invalid` saying why not.
+
+    ``raw`` is the JSON text ``obj`` was parsed from, when there is one: kept as the body as is.
 
     The uid's day must lie within ``max_age_days`` before ``today`` and at most one day after it
     (a probe whose clock is far off cannot make the store create partitions for any year).
@@ -127,7 +131,9 @@ def validate(obj: Any, *, today: dt.date, max_age_days: int) -> Measurement:
         raise Invalid("bad_probe_id", "probe_id must be a short string of letters, digits and ._:-")
     start = obj.get("measurement_start_time")
     try:
-        start_time = dt.datetime.strptime(str(start), _START_FORMAT).replace(tzinfo=dt.UTC)
+        if not isinstance(start, str) or not _START.match(start):
+            raise ValueError(start)
+        start_time = dt.datetime.fromisoformat(start).replace(tzinfo=dt.UTC)
     except ValueError as exc:
         raise Invalid("bad_measurement_start_time", f"measurement_start_time must be {_START_FORMAT!r}") from exc
     test_name = obj.get("test_name")
@@ -143,4 +149,5 @@ def validate(obj: Any, *, today: dt.date, max_age_days: int) -> Measurement:
         raise Invalid("bad_input", "input must be present, a string or null")
     if not isinstance(obj.get("test_keys"), Mapping):
         raise Invalid("bad_test_keys", "test_keys must be an object")
-    return Measurement(uid, day, probe_id, cc, asn, test_name, obj["input"], service_of(obj), start_time, obj)
+    body = raw if raw is not None else json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return Measurement(uid, day, probe_id, cc, asn, test_name, obj["input"], service_of(obj), start_time, body)

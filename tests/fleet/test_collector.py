@@ -20,6 +20,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 import trustme
+from psycopg import sql
 
 from probe.cli import main
 from probe.fleet import central, upload
@@ -277,3 +278,17 @@ def test_partitions_ahead_and_retention_drops_whole_days(db: str) -> None:
         assert central.drop_older(conn, keep_days=30) == [today - dt.timedelta(days=40)]
         assert today - dt.timedelta(days=40) not in central.partitions(conn)
         assert {today, today + dt.timedelta(days=1), today + dt.timedelta(days=2)} <= set(central.partitions(conn))
+
+
+def test_a_partition_dropped_under_a_running_collector_is_made_again(db: str, token: str, collectors: Start) -> None:
+    import datetime as dt
+
+    c = collectors(db)
+    a = enrol([c.url], token)
+    assert post(c.url, a.credential, measurements(a.probe_id, 5)).status_code == 200
+    with psycopg.connect(db, autocommit=True) as conn:
+        today = central.partition_name(dt.datetime.now(dt.UTC).date())
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(today)))
+    r = post(c.url, a.credential, measurements(a.probe_id, 5))
+    assert (r.status_code, r.json()) == (200, {"accepted": 5, "duplicates": 0})
+    assert count(db) == (5, 5)
