@@ -292,3 +292,31 @@ def test_a_partition_dropped_under_a_running_collector_is_made_again(db: str, to
     r = post(c.url, a.credential, measurements(a.probe_id, 5))
     assert (r.status_code, r.json()) == (200, {"accepted": 5, "duplicates": 0})
     assert count(db) == (5, 5)
+
+
+def test_the_command_line_round_trip(db: str, collectors: Start, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBE_COLLECTOR_DB", db)
+    assert main(["collector", "migrate"]) == 0
+    assert "schema up to date" in capsys.readouterr().out
+    assert main(["collector", "token", "create", "--label", "cli-group"]) == 0
+    token = capsys.readouterr().out.strip()
+    c = collectors(db)
+    config = tmp_path / "fleet.json"
+    assert main(["enrol", c.url, token, "--config", str(config), "--probe-id", "cli-probe"]) == 0
+    assert main(["enrol", c.url, token, "--config", str(config)]) == 2  # already enrolled: no silent replace
+    items = measurements("cli-probe", 120)
+    items[7]["probe_asn"] = "7"
+    source = tmp_path / "m.jsonl"
+    source.write_text("".join(json.dumps(m) + "\n" for m in items))
+    capsys.readouterr()
+    assert main(["upload", "--from", str(source), "--config", str(config), "--batch", "50"]) == 0
+    assert "sent 119 (new 119, already there 0), rejected 1" in capsys.readouterr().out
+    assert len((tmp_path / "m.jsonl.uploaded").read_text().split()) == 119
+    assert "bad_probe_asn" in (tmp_path / "m.jsonl.rejected").read_text()
+    assert main(["upload", "--from", str(source), "--config", str(config)]) == 0
+    assert "sent 0 " in capsys.readouterr().out
+    assert main(["collector", "token", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "cli-group" in listing and token not in listing
+    assert count(db) == (119, 119)
