@@ -10,7 +10,14 @@ measurements (OONI-shaped, see ``probe.fleet.localpg.sample_measurement``) in zs
 as the uploader does, with ``--concurrency`` batches in flight across the fleet. Everything is
 bounded: ``--deadline`` seconds for the upload phase, and the counts given.
 
-Printed: measurements/s into PostgreSQL (collector path and plain COPY) and their ratio (goal >= 0.5),
+Derived figures (extrapolated, labelled ``derived_``): the steady load of ``--fleet-size`` probes
+running ``--targets-per-run`` measurements every ``--interval`` seconds, the collector cores it
+needs at the measured CPU per measurement, and how long the backlog of a 1-hour outage takes to
+drain at the measured rate.
+
+Printed: measurements/s into PostgreSQL (collector path and plain COPY) and their ratio (goal >= 0.5);
+also COPY with one transaction per batch from one connection (the cost of a durable commit per
+acknowledged batch, without HTTP and Python) and the ratio to that;
 p50/p99 batch latency, collector CPU per 1,000 measurements (user+system of the collector processes,
 from /proc), PostgreSQL bytes per measurement (table + indexes + TOAST of the partitions).
 PostgreSQL runs with its default durability (fsync on) in a private cluster unless --fast.
@@ -113,6 +120,10 @@ def main() -> int:
     parser.add_argument("--collectors", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32, help="batches in flight across the fleet")
     parser.add_argument("--deadline", type=float, default=600.0, help="upload phase bound, seconds")
+    parser.add_argument("--targets-per-run", type=int, default=54,
+                        help="for the derived steady load: measurements per probe run (54 = targets.yaml)")
+    parser.add_argument("--interval", type=float, default=300.0, help="for the derived steady load: run interval, s")
+    parser.add_argument("--fleet-size", type=int, default=10_000, help="for the derived figures: probes in the fleet")
     parser.add_argument("--fast", action="store_true", help="PostgreSQL with fsync off (not durable)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args()
@@ -161,6 +172,16 @@ def main() -> int:
                     copy.write_row(r)
             copy_s = time.perf_counter() - t
         copy_rows, _, copy_size = stored(dsn)
+        # The same, one transaction (one durable commit) per batch, from one connection: what the
+        # per-batch acknowledgement costs PostgreSQL, without HTTP and Python on the way.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("TRUNCATE measurements")
+            t = time.perf_counter()
+            for k in range(0, len(prepared), args.batch):
+                with conn.transaction(), conn.cursor().copy(central.COPY_DIRECT) as copy:
+                    for r in prepared[k:k + args.batch]:
+                        copy.write_row(r)
+            copy_batched_s = time.perf_counter() - t
     finally:
         for p in procs:
             p.stop()
@@ -180,7 +201,14 @@ def main() -> int:
         "pg_bytes_per_measurement": round(size / max(1, rows)),
         "copy_measurements_per_s": round(copy_rate, 1), "copy_bytes_per_measurement": round(copy_size / copy_rows),
         "ratio_collector_over_copy": round(rate / copy_rate, 3),
+        "copy_per_batch_measurements_per_s": round(len(prepared) / copy_batched_s, 1),
+        "ratio_collector_over_copy_per_batch": round(rate * copy_batched_s / len(prepared), 3),
     }
+    # Derived (extrapolated from the figures above, not measured at that scale):
+    steady = args.fleet_size * args.targets_per_run / args.interval
+    figures["derived_steady_measurements_per_s"] = round(steady, 1)
+    figures["derived_steady_collector_cores"] = round(steady * cpu / max(1, distinct), 3)
+    figures["derived_backlog_1h_drain_s"] = round(steady * 3600 / rate, 1)
     for key, value in figures.items():
         print(f"{key}: {value}")
     if args.json:

@@ -205,15 +205,14 @@ def row(m: Measurement) -> tuple[Any, ...]:
 
 
 async def ingest(conn: psycopg.AsyncConnection[Any], batch: Sequence[Measurement]) -> int:
-    """Store a batch in one transaction; returns how many were new (the rest were duplicates).
+    """Store a batch atomically (``conn`` in autocommit mode); returns how many were new (the rest were duplicates).
 
     The fast path COPYs straight into the table; a batch with any measurement already stored
     (a retry, or the same batch at another collector at the same moment) fails on the unique key,
     and is then merged through the staging table, which skips what is there.
     """
     try:
-        async with conn.transaction():
-            await _copy(conn, COPY_DIRECT, batch)
+        await _copy(conn, COPY_DIRECT, batch)  # one statement in autocommit: atomic, no BEGIN/COMMIT trips
         return len(batch)
     except psycopg.errors.UniqueViolation:
         pass

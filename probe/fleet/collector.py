@@ -213,7 +213,7 @@ class Collector:
             raise HTTPError(413, "too_large", {"error": f"more than {self.settings.max_batch_measurements} "
                                                         "measurements in one batch"})
         foreign = [i for i, item in enumerate(items)
-                   if isinstance(item, dict) and contract.probe_id_of(item) != probe_id]
+                   if isinstance(item, dict) and contract.probe_id_of(item) not in (None, probe_id)]
         if foreign:
             raise HTTPError(403, "forbidden", {"error": "measurements of another probe id", "indexes": foreign})
         batch, errors = self._validate(items, lines)

@@ -103,18 +103,20 @@ async def test_a_bad_batch_is_refused_whole_with_each_bad_index(db: str, token: 
     items = measurements(a.probe_id, 6)
     items[1]["probe_cc"] = "Narnia"
     items[4]["measurement_uid"] = "not-a-uuid"
+    items[5].pop("probe_id")  # no probe id is a bad measurement, not another probe's
     items.append(dict(items[0]))  # the same uid twice in one batch
     r = post(c.url, a.credential, items)
     assert r.status_code == 400
     assert [(e["index"], e["reason"]) for e in r.json()["errors"]] == [
-        (1, "bad_probe_cc"), (4, "bad_measurement_uid"), (6, "duplicate_in_batch")]
+        (1, "bad_probe_cc"), (4, "bad_measurement_uid"), (5, "bad_probe_id"), (6, "duplicate_in_batch")]
     assert count(db) == (0, 0)
     # The uploader sets the named ones aside and sends the rest.
     source = ListSource(items[:6])
     report = await send(c.url, a.credential, source)
-    assert report.complete and report.accepted == 4 and report.rejected == 2
-    assert source.rejected == {items[1]["measurement_uid"]: "bad_probe_cc", "not-a-uuid": "bad_measurement_uid"}
-    assert count(db) == (4, 4)
+    assert report.complete and report.accepted == 3 and report.rejected == 3
+    assert source.rejected == {items[1]["measurement_uid"]: "bad_probe_cc", "not-a-uuid": "bad_measurement_uid",
+                               items[5]["measurement_uid"]: "bad_probe_id"}
+    assert count(db) == (3, 3)
 
 
 async def test_a_revoked_token_refuses_its_probes(db: str, token: str, collectors: Start) -> None:
