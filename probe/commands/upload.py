@@ -24,6 +24,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--proxy", metavar="URL", help="override the enrolment's proxy")
     parser.add_argument("--cacert", metavar="PEM", help="trust this CA for the collector's TLS certificate")
     parser.add_argument("--batch", type=int, default=500, help="measurements per batch (default 500)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="per request, connecting included (default 30)")
     parser.add_argument("--deadline", type=float, default=600.0, metavar="S",
                         help="stop retrying after this many seconds (default 600)")
     parser.set_defaults(func=_run)
@@ -40,10 +42,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     source = JsonlSource(args.source)
 
+    policy = Policy(batch_size=args.batch, deadline_s=args.deadline, timeout_s=args.timeout)
+
     async def go() -> int:
         async with Uploader(enrolment.urls, enrolment.credential, proxy=args.proxy or enrolment.proxy,
-                            verify=tls_verify(args.cacert),
-                            policy=Policy(batch_size=args.batch, deadline_s=args.deadline)) as up:
+                            verify=tls_verify(args.cacert), policy=policy) as up:
             try:
                 report = await up.run(source)
             except UploadRefused as exc:

@@ -111,6 +111,14 @@ class CollectorProcess:
                  "--listen", f"127.0.0.1:{self.port}", *self.extra],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
+        try:
+            self._wait_ready(verify, timeout_s)
+        except BaseException:
+            self.stop()  # never leave a half-started collector behind
+            raise
+
+    def _wait_ready(self, verify: ssl.SSLContext | bool, timeout_s: float) -> None:
+        assert self.proc is not None
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if self.proc.poll() is not None:
