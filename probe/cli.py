@@ -19,7 +19,8 @@ from probe import __version__
 from probe.core.config import ConfigError
 from probe.storage.store import StoreError
 
-COMMANDS = ("init", "run", "targets", "show", "events", "export", "report", "daemon", "lab")
+COMMANDS = ("init", "run", "targets", "show", "events", "export", "report", "daemon", "lab", "collector",
+            "enrol", "upload")
 
 
 def build_parser() -> argparse.ArgumentParser:

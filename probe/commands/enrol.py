@@ -1,0 +1,46 @@
+"""``probe enrol URL TOKEN``: join a collector; the credential is kept with mode 0600.
+
+See :mod:`probe.fleet.enrol`. ``--mirror`` adds URLs tried in order after URL (for uploads too);
+``--proxy`` (socks5://127.0.0.1:9050 for a local Tor, or http://...) is used for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("enrol", help="enrol this probe with a collector (get its upload credential)",
+                            description=__doc__)
+    parser.add_argument("url", help="the collector, e.g. https://collector.example.org")
+    parser.add_argument("token", help="the enrolment token the collector's operator gave you")
+    parser.add_argument("--mirror", action="append", default=[], metavar="URL",
+                        help="another URL of the same collector, tried after URL (repeatable)")
+    parser.add_argument("--probe-id", help="the probe id to enrol under (default: the collector picks one)")
+    parser.add_argument("--proxy", metavar="URL", help="socks5://HOST:PORT or http://HOST:PORT")
+    parser.add_argument("--cacert", metavar="PEM", help="trust this CA for the collector's TLS certificate")
+    parser.add_argument("--config", metavar="PATH", type=Path,
+                        help="where to keep the credential (default $XDG_CONFIG_HOME/probe/fleet.json)")
+    parser.add_argument("--force", action="store_true", help="replace an existing enrolment")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from probe.fleet.enrol import EnrolError, config_path, enrol, save, tls_verify
+
+    path = args.config or config_path()
+    if path.exists() and not args.force:
+        print(f"probe enrol: {path} exists (already enrolled); --force replaces it", file=sys.stderr)
+        return 2
+    try:
+        enrolment = enrol([args.url, *args.mirror], args.token, probe_id=args.probe_id, proxy=args.proxy,
+                          verify=tls_verify(args.cacert))
+    except EnrolError as exc:
+        print(f"probe enrol: {exc}", file=sys.stderr)
+        return 1
+    save(enrolment, path)
+    print(f"enrolled as {enrolment.probe_id}; credential kept in {path} (mode 0600)")
+    return 0

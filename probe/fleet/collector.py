@@ -1,0 +1,348 @@
+"""The collector: an HTTP API (Starlette on uvicorn) in front of the central store.
+
+Stateless: every request authenticates against PostgreSQL, so several collector processes can
+serve one database; the only per-process state is the rate limiter and the metrics.
+
+Endpoints
+- ``POST /v1/enrol`` ``{"token": ..., "probe_id": optional}`` -> ``{"probe_id", "credential"}``
+- ``POST /v1/measurements`` (``Authorization: Bearer <credential>``; body JSONL or a JSON array,
+  ``Content-Encoding: gzip|zstd|identity``) -> ``{"accepted": n, "duplicates": d}``
+- ``GET /metrics`` (Prometheus), ``GET /healthz`` (process up), ``GET /readyz`` (database reachable)
+
+A batch is all or nothing: a measurement of another probe -> 403, an invalid one -> 400 naming the
+index and reason of every bad measurement, and in both cases nothing of the batch is stored.
+
+Volunteers' addresses: the app never reads the client address (``request.client``), uvicorn's
+access log is off and X-Forwarded-For is not trusted (``proxy_headers=False``); nothing stored or
+logged holds an address. tests/fleet/test_collector.py scans the database and the logs for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import gzip
+import io
+import json
+import logging
+import math
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import prometheus_client as prom
+import psycopg
+import psycopg_pool
+import zstandard
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from probe.fleet import central, contract
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BATCH_RESULTS = ("accepted", "bad_request", "forbidden", "unauthorized", "too_large",
+                 "rate_limited", "unavailable")
+
+
+@dataclass(frozen=True)
+class Settings:
+    dsn: str
+    max_body_bytes: int = 8 << 20           # compressed request body
+    max_batch_bytes: int = 64 << 20         # after decompression (a zip bomb stops here)
+    max_batch_measurements: int = 10_000
+    max_age_days: int = 30                  # oldest measurement accepted (retention window)
+    rate_per_s: float = 5.0                 # batches per second per probe (token bucket)
+    rate_burst: float = 20.0
+    retry_after_s: int = 5                  # on 503; the client adds its own jitter
+    pool_min: int = 1
+    pool_max: int = 8
+    pool_timeout_s: float = 5.0
+
+
+class Metrics:
+    """The collector's own metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.ingested = prom.Counter("probe_collector_measurements_ingested", "Measurements stored (new)", registry=r)
+        self.duplicates = prom.Counter("probe_collector_measurements_duplicate",
+                                       "Measurements received again and not stored twice", registry=r)
+        self.batches = prom.Counter("probe_collector_batches", "Batches by result", ["result"], registry=r)
+        self.rejects = prom.Counter("probe_collector_rejects", "Measurements refused, by reason", ["reason"],
+                                    registry=r)
+        self.db_seconds = prom.Histogram("probe_collector_db_seconds", "Database time per operation", ["op"],
+                                         registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+                                                              2.5, 5, 10))
+        self.in_flight = prom.Gauge("probe_collector_in_flight_requests", "Requests being served", registry=r)
+        self.enrolments = prom.Counter("probe_collector_enrolments", "Probes enrolled", registry=r)
+        for result in BATCH_RESULTS:
+            self.batches.labels(result)
+        for reason in contract.REASONS:
+            self.rejects.labels(reason)
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per probe id, in this process (N collectors allow N times the rate)."""
+
+    rate: float
+    burst: float
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def retry_after(self, key: str, now: float) -> float:
+        """0 if the request may go now (and takes a token), else the seconds to wait."""
+        tokens, last = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self.buckets[key] = (tokens - 1, now)
+            return 0.0
+        self.buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, result: str, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(result)
+        self.status, self.result, self.body, self.headers = status, result, body, headers or {}
+
+
+class Collector:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+        self.pool = psycopg_pool.AsyncConnectionPool(
+            settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, open=False,
+            timeout=settings.pool_timeout_s, kwargs={"autocommit": True}, check=None,
+        )
+        self.known_days: set[dt.date] = set()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _db(self, op: str, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        start = time.perf_counter()
+        try:
+            async with self.pool.connection() as conn:
+                return await work(conn)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            log.warning("database unavailable (%s): %s", op, type(exc).__name__)
+            raise HTTPError(503, "unavailable", {"error": "database unavailable"},
+                            {"Retry-After": str(self.settings.retry_after_s)}) from None
+        finally:
+            self.metrics.db_seconds.labels(op).observe(time.perf_counter() - start)
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, "too_large", {"error": f"body larger than {limit} bytes"})
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, "too_large", {"error": f"body larger than {limit} bytes"})
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _decompress(self, data: bytes, encoding: str) -> bytes:
+        limit = self.settings.max_batch_bytes
+        try:
+            if encoding in ("", "identity"):
+                out = data
+            elif encoding == "gzip":
+                out = zlib.decompressobj(wbits=31).decompress(data, limit + 1)
+            elif encoding == "zstd":
+                out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(limit + 1)
+            else:
+                raise HTTPError(415, "bad_request", {"error": f"unsupported Content-Encoding {encoding!r}"})
+        except (zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as exc:
+            raise HTTPError(400, "bad_request", {"error": f"cannot decompress: {exc}"}) from None
+        if len(out) > limit:
+            raise HTTPError(413, "too_large", {"error": f"batch larger than {limit} bytes uncompressed"})
+        return out
+
+    def _parse(self, text: bytes) -> tuple[list[Any], list[str] | None]:
+        """The items of a JSON array, or of JSON lines (with each line's text, kept as the body)."""
+        stripped = text.strip()
+        try:
+            if stripped.startswith(b"["):
+                items = json.loads(stripped)
+                if not isinstance(items, list):
+                    raise ValueError("not a list")
+                return items, None
+            lines = [line for line in stripped.decode().splitlines() if line.strip()]
+            return [json.loads(line) for line in lines], lines
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, "bad_request", {"error": f"not JSON lines nor a JSON array: {exc}"}) from None
+
+    async def _authenticate(self, request: Request) -> str:
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credential:
+            raise HTTPError(401, "unauthorized", {"error": "missing bearer credential"},
+                            {"WWW-Authenticate": "Bearer"})
+        digest = central.secret_hash(credential.strip())
+
+        async def lookup(conn: psycopg.AsyncConnection[Any]) -> Any:
+            return await (await conn.execute(central.AUTHENTICATE, (digest,))).fetchone()
+
+        found = await self._db("authenticate", lookup)
+        if found is None:
+            raise HTTPError(401, "unauthorized", {"error": "unknown or revoked credential"},
+                            {"WWW-Authenticate": "Bearer"})
+        return str(found[0])
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    async def measurements(self, request: Request) -> dict[str, Any]:
+        probe_id = await self._authenticate(request)
+        wait = self.limiter.retry_after(probe_id, time.monotonic())
+        if wait > 0:
+            raise HTTPError(429, "rate_limited", {"error": "too many batches"},
+                            {"Retry-After": str(max(1, math.ceil(wait)))})
+        raw = self._decompress(await self._body(request), request.headers.get("content-encoding", "").strip().lower())
+        items, lines = self._parse(raw)
+        if len(items) > self.settings.max_batch_measurements:
+            raise HTTPError(413, "too_large", {"error": f"more than {self.settings.max_batch_measurements} "
+                                                        "measurements in one batch"})
+        foreign = [i for i, item in enumerate(items)
+                   if isinstance(item, dict) and contract.probe_id_of(item) not in (None, probe_id)]
+        if foreign:
+            raise HTTPError(403, "forbidden", {"error": "measurements of another probe id", "indexes": foreign})
+        batch, errors = self._validate(items, lines)
+        if errors:
+            for error in errors:
+                self.metrics.rejects.labels(error["reason"]).inc()
+            raise HTTPError(400, "bad_request", {"error": "invalid measurements; nothing stored",
+                                                 "errors": errors})
+        try:
+            accepted = await self._store(batch)
+        except psycopg.errors.CheckViolation:  # no partition for a day: retention dropped one we knew
+            self.known_days.clear()
+            accepted = await self._store(batch)
+        self.metrics.ingested.inc(accepted)
+        self.metrics.duplicates.inc(len(batch) - accepted)
+        return {"accepted": accepted, "duplicates": len(batch) - accepted}
+
+    async def _store(self, batch: list[contract.Measurement]) -> int:
+        missing = {m.day for m in batch} - self.known_days
+        if missing:
+            await self._db("partitions", lambda conn: central.ensure_partitions_async(conn, missing))
+            self.known_days |= missing
+        return await self._db("ingest", lambda conn: central.ingest(conn, batch)) if batch else 0
+
+    def _validate(self, items: list[Any], lines: list[str] | None
+                  ) -> tuple[list[contract.Measurement], list[dict[str, Any]]]:
+        today = dt.datetime.now(dt.UTC).date()
+        batch, errors, seen = [], [], set()
+        for index, item in enumerate(items):
+            try:
+                m = contract.validate(item, today=today, max_age_days=self.settings.max_age_days,
+                                      raw=lines[index] if lines is not None else None)
+                if m.uid in seen:
+                    raise contract.Invalid("duplicate_in_batch", "measurement_uid appears twice in this batch")
+            except contract.Invalid as exc:
+                errors.append({"index": index, "reason": exc.reason, "detail": exc.detail})
+                continue
+            seen.add(m.uid)
+            batch.append(m)
+        return batch, errors
+
+    async def enrol(self, request: Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await self._body(request))
+            token, wanted = data["token"], data.get("probe_id")
+            if not isinstance(token, str) or not (wanted is None or isinstance(wanted, str)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise HTTPError(400, "bad_request", {"error": 'expected {"token": "...", "probe_id": optional}'}) from None
+        probe_id = wanted or f"probe-{central.new_secret()[:16]}"
+        if not contract.valid_probe_id(probe_id):
+            raise HTTPError(400, "bad_request", {"error": "probe_id must be letters, digits and ._:-"})
+        credential = central.new_secret()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> int | None:
+            async with conn.transaction():
+                found = await (await conn.execute(central.TOKEN_ID, (central.secret_hash(token),))).fetchone()
+                if found is None:
+                    return None
+                cur = await conn.execute(central.ENROL, (probe_id, found[0], central.secret_hash(credential)))
+                return cur.rowcount
+
+        done = await self._db("enrol", work)
+        if done is None:
+            raise HTTPError(401, "unauthorized", {"error": "unknown or revoked enrolment token"})
+        if done == 0:
+            raise HTTPError(409, "bad_request", {"error": f"probe id {probe_id!r} is already enrolled"})
+        self.metrics.enrolments.inc()
+        return {"probe_id": probe_id, "credential": credential}
+
+    async def ready(self, request: Request) -> dict[str, Any]:
+        await self._db("ping", lambda conn: conn.execute("SELECT 1"))
+        return {"ready": True}
+
+
+def _endpoint(collector: Collector, handler: Callable[[Request], Awaitable[dict[str, Any]]],
+              counted: bool) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        collector.metrics.in_flight.inc()
+        try:
+            body = await handler(request)
+            result, response = "accepted", JSONResponse(body)
+        except HTTPError as exc:
+            result, response = exc.result, JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+        finally:
+            collector.metrics.in_flight.dec()
+        if counted:
+            collector.metrics.batches.labels(result).inc()
+        return response
+    return endpoint
+
+
+def make_app(settings: Settings) -> Starlette:
+    collector = Collector(settings)
+
+    async def metrics(request: Request) -> Response:
+        return Response(prom.generate_latest(collector.metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await collector.pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await collector.pool.close()
+
+    app = Starlette(routes=[
+        Route("/v1/measurements", _endpoint(collector, collector.measurements, True), methods=["POST"]),
+        Route("/v1/enrol", _endpoint(collector, collector.enrol, False), methods=["POST"]),
+        Route("/readyz", _endpoint(collector, collector.ready, False), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ], lifespan=lifespan)
+    app.state.collector = collector
+    return app
+
+
+def serve(settings: Settings, host: str, port: int, *, tls_cert: str | None = None,
+          tls_key: str | None = None) -> None:
+    """Run the collector until interrupted (uvicorn: access log off, proxy headers not trusted)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        make_app(settings), host=host, port=port, access_log=False, proxy_headers=False,
+        server_header=False, date_header=True, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+        log_level="info", lifespan="on",
+    )
+    asyncio.run(uvicorn.Server(config).serve())
+
