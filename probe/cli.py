@@ -57,7 +57,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"probe {args.command}: needs the {extra!r} extra ({exc.name} is not installed): "
+              f"pip install 'probe[{extra}]' (from a clone: pip install '.[{extra}]')", file=sys.stderr)
+        return 2
     return code
+
+
+# Packages only some commands need, by the extra that installs them (pyproject.toml): a volunteer's
+# probe does not carry the collector's web server and database driver.
+EXTRAS = {"starlette": "collector", "uvicorn": "collector", "psycopg": "collector", "psycopg_pool": "collector"}
 
 
 if __name__ == "__main__":
