@@ -304,7 +304,7 @@ def measurement(records: Sequence[Mapping[str, Any]]) -> Measurement:
     vk: Mapping[str, Any] = v.get("test_keys") or {}
     start = _time(str(v["measurement_start_time"]))
     timed = sorted(((_time(str(r["measurement_start_time"])), k, r) for k, r in enumerate(records)
-                    if r.get("record_type") == "check"), key=lambda item: (item[0], item[1]))
+                    if r.get("record_type") == "check"))  # by time, then position (k is unique)
     checks = [_check(r, begun, n, start) for n, (begun, _, r) in enumerate(timed, 1)]
     built = _Builder()
     for c in checks:

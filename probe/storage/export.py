@@ -305,7 +305,8 @@ def _stored_records(
         # One search of the whole batch; only a batch that names a forbidden key is searched per record.
         suspect = mentions_forbidden("".join(text for row in rows for text in row[2:]))
         for _, eid, head, test_keys in rows:
-            record: dict[str, Any] = {**envelopes[eid], **decode(head)}
+            record: dict[str, Any] = decode(head)  # the head and the envelope share no key
+            record.update(envelopes[eid])
             record["test_keys"] = decode(test_keys)
             if suspect and (mentions_forbidden(head) or mentions_forbidden(test_keys)):
                 record = strip_forbidden(record)
