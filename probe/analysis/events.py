@@ -353,6 +353,20 @@ class Detector:
         """How many events so far, the ongoing one included (cheaper than ``len(events())``)."""
         return len(self._closed) + (self._open is not None)
 
+    @property
+    def unsettled(self) -> bool:
+        """True while evidence builds towards a decision not yet taken: an onset run under way (no
+        event open), or lift evidence since the last blocked point (an event open). More points now
+        decide it sooner; the daemon re-tests while it holds (probe.analysis.retest)."""
+        if self._open is None:
+            return self._s > 0.0
+        return self._open.end_s > 0.0
+
+    @property
+    def n_closed(self) -> int:
+        """How many events have ended so far."""
+        return len(self._closed)
+
     def feed(self, point: Point) -> list[Event]:
         """Take one point; return the events so far (the last one ongoing if its end is None)."""
         self._step(point)
@@ -525,6 +539,15 @@ class RecordDetector:
         # The recent verdicts of each target, replayed into a series when it starts, so that
         # its first event is bounded by the last good measurement. Bounded like Detector's memory.
         self._history: dict[tuple[str, str], deque[_Row]] = {}
+
+    def __call__(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
+        return self.feed(records)
+
+    def unsettled(self, target: str) -> bool:
+        """Whether more measurements of ``target`` now would decide an onset or a lift sooner
+        (:attr:`Detector.unsettled`), in a series that a re-test can see (not throttling)."""
+        return any(d.unsettled for (_, name), detectors in self._series.items() if name == target
+                   for kind, d in detectors.items() if point_status(kind, False, retest=True) != "inconclusive")
 
     def feed(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
         touched: dict[str, Event] = {}

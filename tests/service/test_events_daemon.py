@@ -38,3 +38,27 @@ def test_outages_and_noise_open_nothing() -> None:
     timeline = [False] * 20 + [None] * 10 + [False] * 10 + ["dns"] + [False] * 30
     touched = [e for i, b in enumerate(timeline) for e in detector.feed(_run(i, b))]
     assert touched == []
+
+
+def test_unsettled_while_an_onset_or_a_lift_builds_up_and_settled_otherwise() -> None:
+    """The daemon re-tests while the detector is unsettled (probe.analysis.retest): after a random
+    failure, after the first good run of an open event; never during a steady state."""
+    detector = RecordDetector()
+    states: list[bool] = []
+    for i, blocking in enumerate([False] * 30 + ["tcp_ip"] + [False] * 3 + ["tcp_ip"] * 8 + [False] * 20):
+        detector.feed(_run(i, blocking))
+        states.append(detector.unsettled("tg"))
+    assert states[29] is False and states[30] is True  # a first failure: an onset may be under way
+    assert states[33] is False  # good runs after it: noise, settled
+    assert states[41] is False  # blocked throughout an open event: nothing to decide
+    assert states[42] is True  # the first good run of an open event: a lift may be under way
+    assert states[-1] is False  # the event ended: settled
+    assert detector.unsettled("other") is False
+
+
+def test_a_throttling_series_never_asks_for_retests() -> None:
+    """A re-test runs no throughput check: it could not settle a throttling series."""
+    detector = RecordDetector()
+    for i, blocking in enumerate([False] * 10 + ["throttling"]):
+        detector.feed(_run(i, blocking))
+    assert detector.unsettled("tg") is False
