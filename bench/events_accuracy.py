@@ -94,7 +94,7 @@ def _unsettled_series(name: str, policy: Retests) -> Callable[[float, Status, bo
     det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip")), itertools.count()
 
     def feed(t: float, status: Status, _retest: bool) -> bool:
-        det.feed(Point(t, f"u{next(n)}", status))
+        det.take(Point(t, f"u{next(n)}", status))
         return det.unsettled
 
     return feed

@@ -372,6 +372,10 @@ class Detector:
         self._step(point)
         return self.events()
 
+    def take(self, point: Point) -> None:
+        """Take one point, without building the events (cheaper than :meth:`feed` per point)."""
+        self._step(point)
+
     def feed_many(self, points: Iterable[Point]) -> list[Event]:
         for point in points:
             self._step(point)
@@ -509,6 +513,8 @@ class Detector:
         llr = n_bad * math.log(p1 / p0) + n_ok * math.log((1 - p1) / (1 - p0)) - self.p.h_on
         if llr > 40:
             return 1.0
+        if llr < -40:  # many good points inside an event (flapping, re-tests): exp() would overflow
+            return 0.0
         return 1.0 / (1.0 + math.exp(-llr))
 
 
