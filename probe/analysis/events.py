@@ -108,6 +108,8 @@ class DetectParams:
 
     block_rate: float = 0.9
     lift_rate: float = 0.5
+    steady_share: float = 0.85  # an event this share blocked (or more) is steady: re-test its lift
+    steady_min: int = 10  # ... with at least this many blocked points (a flapping phase has fewer)
     h_on: float = 12.5
     h_off: float = 8.0
     noise_prior: float = 0.03
@@ -311,6 +313,7 @@ class _Open:
     n_bad: int
     n_ok: int
     end_s: float = 0.0  # lift evidence (nats)
+    ok_run: int = 0  # good points since the last blocked one
 
 
 class Detector:
@@ -356,11 +359,16 @@ class Detector:
     @property
     def unsettled(self) -> bool:
         """True while evidence builds towards a decision not yet taken: an onset run under way (no
-        event open), or lift evidence since the last blocked point (an event open). More points now
-        decide it sooner; the daemon re-tests while it holds (probe.analysis.retest)."""
+        event open), or lift evidence since the last blocked point of a steady event (``steady_min``
+        blocked points at least, and ``steady_share`` of its points before the current good run).
+        More points now decide it sooner; the daemon re-tests while it holds (probe.analysis.retest)."""
         if self._open is None:
             return self._s > 0.0
-        return self._open.end_s > 0.0
+        o = self._open
+        # Only a steady blocking's lift (before the current good run, at least steady_min blocked points
+        # and steady_share of all): dense re-tests in a pause of an intermittent (flapping) blocking
+        # would make the pause look like a lift and split one event into many.
+        return o.end_s > 0.0 and o.n_bad >= max(self.p.steady_min, self.p.steady_share * (o.n_bad + o.n_ok - o.ok_run))
 
     @property
     def n_closed(self) -> int:
@@ -471,10 +479,12 @@ class Detector:
         p0, p1 = o.noise, self.p.lift_rate
         if bad:
             o.n_bad += 1
+            o.ok_run = 0
             if len(o.evidence) < self.p.evidence_cap:
                 o.evidence.append(mid)
         else:
             o.n_ok += 1
+            o.ok_run += 1
         o.end_s = max(0.0, o.end_s + (math.log(p0 / p1) if bad else math.log((1 - p0) / (1 - p1))))
         if o.end_s >= self.p.h_off:
             self._close(o)

@@ -18,10 +18,10 @@ The rules:
   re-tested.
 * A regular run also gets a burst while the event detector is *unsettled* about the target
   (:attr:`probe.analysis.events.Detector.unsettled`): an onset run under way, or lift evidence
-  in an open event. An end needs more evidence than an onset (intermittent blocking must stay one
-  event), so without this the end of a blocking was noticed ~12 intervals late; with it, each
-  regular run after the lift brings ``retests + 1`` good points. It costs nothing while nothing
-  changes (the detector is settled) and during a steady blocking (every point blocked).
+  in an open, steady event; such a burst has ``2 × retests`` re-tests (:func:`burst_size`). An end
+  needs more evidence than an onset (intermittent blocking must stay one event), so without this
+  the end of a blocking was noticed ~12 intervals late. It costs nothing while nothing changes
+  (the detector is settled) and during a steady blocking (every point blocked).
 * A burst fits its interval: re-tests are ``retest_spacing`` apart, or closer when the interval
   is short (:func:`fit_spacing`), so that they run before the next regular run, not never.
 * Re-tests never trigger re-tests (no cascade), but they do set the last outcome: a random
@@ -55,6 +55,12 @@ def outcome_of(blocking: object) -> str | None:
     if blocking is False or blocking in _UNSEEN:
         return "ok"
     return str(blocking)
+
+
+def burst_size(count: int, changed: bool) -> int:
+    """Re-tests in a burst: ``count`` after a change; twice that while the detector is unsettled and the
+    outcome did not change (a steady blocking's lift: 13 good points decide it, see events.DetectParams)."""
+    return count if changed else 2 * count
 
 
 def fit_spacing(count: int, spacing: float, left: float) -> float:
@@ -111,7 +117,7 @@ def simulate(
         changed = tracker.observe("", outcome(seen))
         undecided = unsettled(t, seen, False) if unsettled is not None else False  # fed every point
         if changed or undecided:
-            for k in range(1, count + 1):
+            for k in range(1, burst_size(count, changed) + 1):
                 again = draw(t, t + k * spacing)
                 tracker.observe("", outcome(again), retest=True)
                 if unsettled is not None:

@@ -62,7 +62,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from probe.analysis.retest import Tracker, fit_spacing, outcome_of, retest_target
+from probe.analysis.retest import Tracker, burst_size, fit_spacing, outcome_of, retest_target
 from probe.analysis.verdict import Controls
 from probe.core import config as config_mod
 from probe.core import failures
@@ -512,10 +512,8 @@ class Daemon:
              blocking=v.blocking, rule=v.rule, failure=failures.metric_label(v.failure), checks=len(records) - 1,
              **({"retest": retest.k} if retest is not None else {}))
         changed = self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None)
-        if changed:
-            self._start_retests(target, v.id, "verdict changed")
-        elif retest is None and self._unsettled(target.name):
-            self._start_retests(target, v.id, "event detector unsettled")
+        if changed or (retest is None and self._unsettled(target.name)):
+            self._start_retests(target, v.id, changed)
 
     def _unsettled(self, name: str) -> bool:
         """Whether the detector would decide an onset or an end sooner with more measurements now."""
@@ -524,7 +522,7 @@ class Daemon:
 
     # -- re-tests on a verdict change (probe.analysis.retest) ------------------------------------------
 
-    def _start_retests(self, target: Target, of: str, why: str) -> None:
+    def _start_retests(self, target: Target, of: str, changed: bool) -> None:
         """A regular run's outcome changed (or left the detector unsettled): measure the target again,
         a few times, before its next run."""
         job = self._jobs.get(target.name)
@@ -535,7 +533,8 @@ class Daemon:
             return
         self._cancel_retests(target.name)
         task = asyncio.create_task(
-            self._retest_burst(job, retarget, of, settings.retests, settings.retest_spacing, why),
+            self._retest_burst(job, retarget, of, burst_size(settings.retests, changed), settings.retest_spacing,
+                               "verdict changed" if changed else "event detector unsettled"),
             name=f"retest-{target.name}")
         self._retests[target.name] = task
 

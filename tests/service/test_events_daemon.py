@@ -45,14 +45,17 @@ def test_unsettled_while_an_onset_or_a_lift_builds_up_and_settled_otherwise() ->
     failure, after the first good run of an open event; never during a steady state."""
     detector = RecordDetector()
     states: list[bool] = []
-    for i, blocking in enumerate([False] * 30 + ["tcp_ip"] + [False] * 3 + ["tcp_ip"] * 8 + [False] * 20):
+    timeline = [False] * 30 + ["tcp_ip"] + [False] * 3 + ["tcp_ip"] * 12 + [False] * 20 + ["tcp_ip"] * 4 + [False]
+    for i, blocking in enumerate(timeline):
         detector.feed(_run(i, blocking))
         states.append(detector.unsettled("tg"))
     assert states[29] is False and states[30] is True  # a first failure: an onset may be under way
     assert states[33] is False  # good runs after it: noise, settled
-    assert states[41] is False  # blocked throughout an open event: nothing to decide
-    assert states[42] is True  # the first good run of an open event: a lift may be under way
-    assert states[-1] is False  # the event ended: settled
+    assert states[45] is False  # blocked throughout an open event: nothing to decide
+    assert states[46] is True  # the first good run of a steady event: a lift may be under way
+    assert states[65] is False  # the event ended: settled
+    # a short blocking (4 points: a phase of an intermittent one) is not steady: its pause asks for nothing
+    assert states[-1] is False
     assert detector.unsettled("other") is False
 
 
