@@ -358,13 +358,12 @@ class Detector:
 
     @property
     def unsettled(self) -> bool:
-        """True while evidence builds towards a decision not yet taken: an onset run under way (no
-        event open), or lift evidence since the last blocked point of a steady event (``steady_min``
-        blocked points at least, and ``steady_share`` of its points before the current good run).
-        More points now decide it sooner; the daemon re-tests while it holds (probe.analysis.retest)."""
-        if self._open is None:
-            return self._s > 0.0
+        """True while lift evidence builds in an open, steady event (``steady_min`` blocked points
+        at least, and ``steady_share`` of its points before the current good run): more points now
+        decide the end sooner, and the daemon re-tests while it holds (probe.analysis.retest)."""
         o = self._open
+        if o is None:  # an onset: the re-tests after the change that started it are enough (2.3 intervals
+            return False  # at p95); more bursts while it builds added false alarms in the bench
         # Only a steady blocking's lift (before the current good run, at least steady_min blocked points
         # and steady_share of all): dense re-tests in a pause of an intermittent (flapping) blocking
         # would make the pause look like a lift and split one event into many.
