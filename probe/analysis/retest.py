@@ -17,8 +17,9 @@ The rules:
   yet counts as ``"ok"`` (the detector's prior assumes so too): one found blocked at start-up is
   re-tested.
 * A regular run also gets a burst while the event detector is *unsettled* about the target
-  (:attr:`probe.analysis.events.Detector.unsettled`): lift evidence in an open, steady event; such a burst has ``2 × retests`` re-tests (:func:`burst_size`). An end
-  needs more evidence than an onset (intermittent blocking must stay one event), so without this
+  (:attr:`probe.analysis.events.Detector.unsettled`): lift evidence in an open, steady event;
+  such a burst has ``2 × retests`` re-tests (:func:`burst_size`). An end needs more evidence
+  than an onset (intermittent blocking must stay one event), so without this
   the end of a blocking was noticed ~12 intervals late. It costs nothing while nothing changes
   (the detector is settled) and during a steady blocking (every point blocked).
 * A burst fits its interval: re-tests are ``retest_spacing`` apart, or closer when the interval
