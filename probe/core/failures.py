@@ -104,6 +104,21 @@ def metric_label(failure: str | None) -> str:
     return failure if failure in KNOWN else UNKNOWN_PREFIX
 
 
+#: Our strings that OONI spells differently (probe-cli's netxlite emits ``dns_server_misbehaving``
+#: for every rcode other than NXDOMAIN, SERVFAIL and REFUSED, FORMERR included).
+_OONI_NAMES: Final[dict[str, str]] = {DNS_FORMAT: "dns_server_misbehaving"}
+#: Our strings with no OONI equivalent, kept as extensions (docs/records.md lists them). OONI
+#: writes ``unknown_failure: <text>`` for a malformed HTTP reply and for EPERM, and truncates an
+#: oversized body without a failure.
+OONI_EXTENSIONS: Final[frozenset[str]] = frozenset({HTTP_PROTOCOL_ERROR, HTTP_BODY_TOO_LARGE, PERMISSION_DENIED})
+
+
+def ooni(failure: str | None) -> str | None:
+    """The failure as OONI writes it in a measurement (the OONI name where OONI has one)."""
+    if failure is None:
+        return None
+    return _OONI_NAMES.get(failure, failure)
+
 # -- Scrubbing -------------------------------------------------------------------
 
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")

@@ -47,18 +47,13 @@ import json
 import logging
 import random
 import signal
-import socket
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -73,7 +68,6 @@ from probe.service.metrics import MetricsState, registry_for, render
 
 log = logging.getLogger("probe.service.daemon")
 
-MAX_PROBE_REQUESTS = 4  # concurrent /probe requests; more get 503
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
 RETEST_MARGIN = 0.25  # seconds a re-test keeps to spare before the next regular run, beyond twice the last run
@@ -173,11 +167,6 @@ def default_detector() -> Detect:
     return RecordDetector()  # callable (feed), and asked whether it is unsettled (re-tests)
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 # -- The scheduler ------------------------------------------------------------------------
 
 
@@ -229,7 +218,6 @@ class Daemon:
         self._idle: asyncio.Event | None = None
         self._in_flight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._probe_slots = threading.BoundedSemaphore(MAX_PROBE_REQUESTS)
         self._writer: ThreadPoolExecutor | None = None
 
     # -- configuration -------------------------------------------------------------------
@@ -607,29 +595,32 @@ class Daemon:
 
     # -- /probe -------------------------------------------------------------------------
 
-    def probe_target(self, name: str, timeout: float | None = None) -> bytes:
-        """Measure one target now (from the HTTP thread); its metrics in a fresh registry."""
+    async def probe_target(self, name: str, limit: float | None = None) -> bytes:
+        """Measure one target now, for ``/probe``: its metrics in a fresh registry.
+
+        ``limit`` bounds the run (else the target's own run budget). A run that runs out of time
+        answers ``probe_success 0`` and stores nothing, as blackbox_exporter does: a measurement
+        cut short is never turned into a verdict. Raises KeyError for an unknown target.
+        """
         target = next((t for t in self.config.targets if t.name == name), None)
         if target is None:
             raise KeyError(name)
-        if self.loop is None:
-            raise RuntimeError("the daemon is not running yet")
-        budget = run_budget(target, self.ctx.settings)
+        budget = run_budget(target, self.ctx.settings) if limit is None else limit
         state = MetricsState()
         start = time.perf_counter()
-
-        async def once() -> Outcome:
-            async with asyncio.timeout(budget):
-                return await self.measure(target, self.ctx, Controls(network_ok=self._network_ok()))
-
         success = 0.0
         try:
-            outcome = asyncio.run_coroutine_threadsafe(once(), self.loop).result(timeout or budget + 5)
+            if budget <= 0:  # the request spent its time waiting for a slot
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                outcome = await self.measure(target, self.ctx, Controls(network_ok=self._network_ok()))
             state.observe(outcome.records(self.ctx.meta))
             success = 1.0 if outcome.verdict.accessible else 0.0
+        except TimeoutError:
+            log.warning("on-demand probe ran out of time", extra={"fields": {"target": name, "seconds": budget}})
         except Exception:  # noqa: BLE001 - reported as probe_success 0, like blackbox_exporter
             log.exception("on-demand probe failed", extra={"fields": {"target": name}})
-        registry = registry_for(state, daemon=False, process=False)
+        registry = registry_for(state, daemon=False, process=False, info=False)
         registry.register(_ProbeSummary(success, time.perf_counter() - start))
         return render(state, registry=registry)
 
@@ -655,79 +646,3 @@ class _ProbeSummary(Collector):
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("probe_success", "1 if the target was accessible.", value=self.success)
         yield GaugeMetricFamily("probe_duration_seconds", "How long the on-demand probe took.", value=self.duration)
-
-
-# -- HTTP -----------------------------------------------------------------------------------
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-
-class _ThreadingServer(WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
-
-    def _handle(self, request: Any, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
-def wsgi_app(daemon: Daemon) -> Callable[..., Iterable[bytes]]:
-    registry = registry_for(daemon.state)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            body = render(daemon.state, registry=registry)
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-            return [body]
-        if path == "/probe":
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            name = (query.get("target") or [""])[0]
-            if not daemon._probe_slots.acquire(blocking=False):
-                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-                return [b"too many concurrent /probe requests\n"]
-            try:
-                body = daemon.probe_target(name)
-            except KeyError:
-                start_response("400 Bad Request", [("Content-Type", "text/plain")])
-                return [f"unknown target {name!r}\n".encode()]
-            finally:
-                daemon._probe_slots.release()
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-            return [body]
-        if path in ("/-/healthy", "/-/ready"):
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"OK\n"]
-        if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html")])
-            return [b"<html><body><h1>probe</h1><p><a href='/metrics'>/metrics</a> "
-                    b"&middot; /probe?target=NAME</p></body></html>"]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found\n"]
-
-    return app
-
-
-def start_http(daemon: Daemon, listen: str) -> tuple[WSGIServer, threading.Thread]:
-    """Serve /metrics and /probe on ``listen`` (HOST:PORT) from a background thread."""
-    host, port = parse_listen(listen)
-    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
-    server = make_server(host, port, wsgi_app(daemon), server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
-                              name="metrics-http")
-    thread.start()
-    return server, thread
