@@ -385,7 +385,7 @@ def test_first_packet_reset_through_probe_run_is_blocked(lab: Lab, censor: Path3
                      "ports": [port], "checks": ["circumvention"], "options": options}]}))
     censor.censor(*rule, "-j", "REJECT", "--reject-with", "tcp-reset")
     out = tmp_path / "out.jsonl"
-    done = subprocess.run([sys.executable, "-m", "probe", "run", "--once", "--targets", str(targets), "--out",
+    done = subprocess.run([sys.executable, "-m", "probe", "run", "--once", "--targets", str(targets), "--records",
                            str(out), "--no-store", "--json"], capture_output=True, text=True, timeout=120,
                           check=False, cwd=REPO)
     assert done.returncode in (0, 1), done.stderr[-2000:]
