@@ -93,8 +93,8 @@ def _unsettled_series(name: str, policy: Retests) -> Callable[[float, Status, bo
         return None
     det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip")), itertools.count()
 
-    def feed(t: float, status: Status, _retest: bool) -> bool:
-        det.take(Point(t, f"u{next(n)}", status))
+    def feed(t: float, status: Status, retest: bool) -> bool:
+        det.take(Point(t, f"u{next(n)}", status, not retest))
         return det.unsettled
 
     return feed
@@ -159,7 +159,7 @@ def _series(name: str, statuses: Sequence[Status | None], times: Sequence[float]
     last = 0
     for t, status, k in observed:
         last = index[t] if k == 0 else last
-        tested.append(Point(t, f"{name}-{last}" + (f"r{k}" if k else ""), status))
+        tested.append(Point(t, f"{name}-{last}" + (f"r{k}" if k else ""), status, k == 0))
     return Series("bench", name, "svc", "tcp", "tcp_ip", tuple(tested))
 
 

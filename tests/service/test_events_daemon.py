@@ -45,7 +45,7 @@ def test_unsettled_while_an_onset_or_a_lift_builds_up_and_settled_otherwise() ->
     good runs of a steady event, until it ends; never during a steady state or for noise."""
     detector = RecordDetector()
     states: list[bool] = []
-    timeline = [False] * 30 + ["tcp_ip"] + [False] * 3 + ["tcp_ip"] * 12 + [False] * 20 + ["tcp_ip"] * 4 + [False]
+    timeline = [False] * 30 + ["tcp_ip"] + [False] * 3 + ["tcp_ip"] * 12 + [False] * 20 + ["tcp_ip"] * 3 + [False]
     for i, blocking in enumerate(timeline):
         detector.feed(_run(i, blocking))
         states.append(detector.unsettled("tg"))
@@ -53,7 +53,7 @@ def test_unsettled_while_an_onset_or_a_lift_builds_up_and_settled_otherwise() ->
     assert states[45] is False  # blocked throughout an open event: nothing to decide
     assert states[46] is True  # the first good run of a steady event: a lift may be under way
     assert states[65] is False  # the event ended: settled
-    # a short blocking (4 points: a phase of an intermittent one) is not steady: its pause asks for nothing
+    # a short blocking (3 runs: a phase of an intermittent one) is not steady: its pause asks for nothing
     assert states[-1] is False
     assert detector.unsettled("other") is False
 
