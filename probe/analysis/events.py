@@ -558,6 +558,7 @@ class RecordDetector:
     def __init__(self, params: DetectParams = DetectParams()) -> None:
         self.params = params
         self._series: dict[tuple[str, str], dict[str, Detector]] = {}
+        self._of_target: dict[str, list[dict[str, Detector]]] = {}  # target -> its series (any probe)
         # The recent verdicts of each target, replayed into a series when it starts, so that
         # its first event is bounded by the last good measurement. Bounded like Detector's memory.
         self._history: dict[tuple[str, str], deque[_Row]] = {}
@@ -568,7 +569,7 @@ class RecordDetector:
     def unsettled(self, target: str) -> bool:
         """Whether more measurements of ``target`` now would decide an onset or a lift sooner
         (:attr:`Detector.unsettled`), in a series that a re-test can see (not throttling)."""
-        return any(d.unsettled for (_, name), detectors in self._series.items() if name == target
+        return any(d.unsettled for detectors in self._of_target.get(target, ())
                    for kind, d in detectors.items() if point_status(kind, False, retest=True) != "inconclusive")
 
     def feed(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
@@ -578,7 +579,9 @@ class RecordDetector:
             key = (str(record.get("probe_id", "")), str(record["target"]))
             row = _row(record)
             when, mid, blocking, retest = row
-            detectors = self._series.setdefault(key, {})
+            if key not in self._series:
+                self._of_target.setdefault(key[1], []).append(self._series.setdefault(key, {}))
+            detectors = self._series[key]
             kind = event_type(blocking)
             history = self._history.setdefault(key, deque(maxlen=self.history))
             if kind is not None and kind not in detectors:
