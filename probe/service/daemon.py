@@ -70,7 +70,8 @@ log = logging.getLogger("probe.service.daemon")
 
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
-RETEST_MARGIN = 0.25  # seconds a re-test keeps to spare before the next regular run, beyond twice the last run
+RETEST_MARGIN = 0.25  # seconds a re-test keeps to spare before the next regular run, beyond its expected time
+RETEST_FACTOR = 1.25  # a re-test is expected to take this many times the target's last run
 
 
 class Outcome(Protocol):
@@ -542,7 +543,7 @@ class Daemon:
         """Re-test k starts ``spacing`` after the previous run ended (closer on a short interval:
         :func:`probe.analysis.retest.fit_spacing`), on one of a few re-test slots (never a worker a
         regular run waits for), and only if it should end before the target's next regular run (its
-        last run's time, twice, capped by its budget); the rest of the burst is dropped otherwise.
+        last run's time × 1.25 + 0.25 s, capped by its budget); the rest of the burst is dropped otherwise.
         Logged once, when the first re-test starts."""
         assert self._stopping is not None
         assert self._retest_slots is not None
@@ -567,8 +568,9 @@ class Daemon:
             self.state.update_health(lambda h: _inc_retests(h, "dropped", count - done))
 
     def _retest_needs(self, job: _Job, target: Target) -> float:
-        """Seconds a re-test should have before the next regular run: twice the target's last run."""
-        return min(run_budget(target, self.ctx.settings), 2 * job.took + RETEST_MARGIN)
+        """Seconds a re-test should have before the next regular run: about the target's last run (a
+        blocked run's time is its timeouts: the same again), with room to spare."""
+        return min(run_budget(target, self.ctx.settings), RETEST_FACTOR * job.took + RETEST_MARGIN)
 
     def _detect(self, records: Sequence[Mapping[str, Any]]) -> None:
         if self.detect is None:

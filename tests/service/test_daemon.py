@@ -359,14 +359,14 @@ async def slow_turning_bad(target: Target, ctx: Context, controls: Controls) -> 
 
 @pytest.mark.usefixtures("retest_world")
 async def test_retests_that_would_not_finish_before_the_next_run_are_dropped() -> None:
-    # Runs take 0.2 s: a re-test starts only with twice that (+ the margin, at most the run's budget)
+    # Runs take 0.2 s: a re-test starts only with 1.25 × that (+ the margin, at most the run's budget)
     # to spare before the next run at 2 s, so after the change at 1 s the later re-tests cannot run.
     d = make_daemon(retest_yaml(1.0, 4, 0.2), measure=slow_turning_bad)
     regular, retests = await run_turning_bad(d, 2.5)
     assert regular == pytest.approx([0, 1, 2], abs=0.1) and d.state.health.skipped == 0
     h = d.state.health.retests
     assert h["run"] >= 1 and h["dropped"] >= 1 and h["run"] + h["dropped"] == 4 == len(retests) + h["dropped"]
-    needs = min(0.3, 2 * 0.2 + daemon_mod.RETEST_MARGIN)  # the run budget (0.3 s, retest_world) caps it
+    needs = min(0.3, daemon_mod.RETEST_FACTOR * 0.2 + daemon_mod.RETEST_MARGIN)  # the budget (0.3 s) caps it
     assert all(1.0 < t <= regular[2] - needs + 0.05 for t in retests), (regular, retests)  # time to spare
 
 
