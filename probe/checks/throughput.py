@@ -78,13 +78,17 @@ class TCPInfo:
 
 
 def tcp_info(sock: Any) -> TCPInfo | None:
-    """TCP_INFO where the platform has it (Linux); None elsewhere."""
+    """TCP_INFO where the platform has it (Linux); None elsewhere, and once the transport is closed.
+
+    A closed transport's socket differs by event loop: asyncio's raises OSError (EBADF), uvloop's
+    PseudoSocket has fd -1 and raises ValueError("negative file descriptor"). Both mean "gone".
+    """
     option = getattr(socket, "TCP_INFO", None)
     if option is None or sock is None:
         return None
     try:
         raw = sock.getsockopt(socket.IPPROTO_TCP, option, 256)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, ValueError):
         return None
     if len(raw) < _TCPI_LEN:
         return None
@@ -379,12 +383,15 @@ async def _upload(
     sampler: _Sampler, state: _State, stop: StopRule | None, ctx: Context, rng: random.Random,
 ) -> None:
     """POST ``max_bytes``; the series counts bytes the peer acknowledged."""
-    with contextlib.suppress(OSError):  # keep the kernel from buffering far ahead of the network
+    with contextlib.suppress(OSError, ValueError):  # keep the kernel from buffering far ahead of the network
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * UPLOAD_CHUNK)
     writer.transport.set_write_buffer_limits(high=UPLOAD_CHUNK)
     request = _request("POST", url, ctx, f"Content-Type: application/octet-stream\r\nContent-Length: {max_bytes}\r\n")
-    writer.write(request)
-    await writer.drain()
+    try:
+        writer.write(request)
+        await writer.drain()
+    except Exception as exc:
+        raise await failures.write_error(exc, reader) from exc
     state.used += len(request)
     start_info = tcp_info(sock)
     base = start_info.bytes_acked if start_info else 0
@@ -539,7 +546,7 @@ def _close(writer: asyncio.StreamWriter, reset: bool) -> None:
     """
     if reset:
         sock = writer.get_extra_info("socket")
-        with contextlib.suppress(OSError, AttributeError, TypeError):
+        with contextlib.suppress(OSError, AttributeError, TypeError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
     else:

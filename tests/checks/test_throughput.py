@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from probe.checks import throughput
-from probe.checks.throughput import measure_throughput, throttling_test
+from probe.checks.throughput import measure_throughput, tcp_info, throttling_test
 from probe.core.config import Target
 from probe.core.context import Context
 from probe.core.records import check_record
@@ -254,3 +254,18 @@ async def test_a_stopped_upload_is_reset_not_drained(server: ThroughputServer, c
     # A FIN would have let the client's 32 KiB send buffer drain at 16 KB/s for seconds more.
     await asyncio.sleep(1.0)
     assert server.received - at_stop < 24 * 1024, "the server kept receiving after the transfer ended"
+
+
+async def test_tcp_info_of_a_closed_transport_is_none(server: ThroughputServer) -> None:
+    """uvloop's socket of a closed transport has fd -1 and raised ValueError('negative file
+    descriptor'): the upload control failed with unknown_failure whenever the server closed first."""
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    sock = writer.get_extra_info("socket")
+    assert tcp_info(sock) is not None
+    writer.transport.abort()
+    await asyncio.sleep(0)  # the loop closes the socket
+    for _ in range(100):
+        if sock.fileno() < 0:
+            break
+        await asyncio.sleep(0.01)
+    assert tcp_info(sock) is None
