@@ -64,13 +64,23 @@ def dns_bogon(lab: Lab, handle: Handle, host: str, answer: str = BOGON) -> None:
 
 
 def dns_inject(lab: Lab, handle: Handle, host: str, answer: str = SINKHOLE) -> None:
-    """3. An on-path injector (scapy) answers first; the real answer arrives later."""
+    """3. An on-path injector (scapy) answers first; the real answer arrives later.
+
+    The real answer for the name (UDP from port 53, on the censor hop, forwarded or from the
+    resolver there) goes to the injector's NFQUEUE, which holds it until the forgery is out: the
+    injector wins every race, under any CPU load, and the real answer still arrives.
+    """
+    queue = str(lab.next_mark())
     ready = lab.state / f"injector-{host}.ready"
     pid = lab.spawn(lab.ns_censor, [sys.executable, "-m", "probe.lab.censor", "inject", str(lab.state), "left",
-                                    host, answer], f"inject-{host}.log")
+                                    host, answer, queue], f"inject-{host}.log")
     handle.pids.append(pid)
     lab.wait_until(ready.exists, f"the DNS injector (inject-{host}.log)", 20)
     handle.undo.append(["rm", "-f", str(ready)])
+    qname = "".join(f"|{len(label):02x}|{label}" for label in host.rstrip(".").split(".")) + "|00|"
+    for chain in ("FORWARD", "OUTPUT"):
+        _ipt(lab, handle, "filter", chain, ["-p", "udp", "--sport", "53", "-m", "string", "--algo", "bm", "--icase",
+                                            "--hex-string", qname, "-j", "NFQUEUE", "--queue-num", queue])
 
 
 # -- IP ----------------------------------------------------------------------------------------
