@@ -107,7 +107,7 @@ def main() -> int:
                         print(f"{case.name:15} {d['blocking']!s:10} {d['direction']:5} "
                               f"est={d['estimated_rate_kbit']} ctl={d['control_rate_kbit']} runs={d['runs']} "
                               f"p={d['p_value']} ratio={d['ratio']} bytes={d['bytes_used']} "
-                              f"s={d['seconds_used']}", flush=True)
+                              f"s={d['seconds_used']} reason={d['reason']!r}", flush=True)
             finally:
                 for handle in reversed(handles):
                     lab.remove(handle)
