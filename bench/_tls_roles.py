@@ -168,7 +168,7 @@ def probe(args: argparse.Namespace) -> None:
 # -- load generator for blackbox_exporter ---------------------------------------------
 
 DURATION = re.compile(rb"^probe_duration_seconds ([0-9.eE+-]+)$", re.M)
-SUCCESS = re.compile(rb"^probe_success ([01])$", re.M)
+SUCCESS = re.compile(rb"^probe_success ([01])(?:\.0)?$", re.M)  # blackbox: 1; prometheus_client: 1.0
 
 
 class Exporter:
@@ -189,8 +189,13 @@ class Exporter:
         reader = self.reader
         self.writer.write(self.request)
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
-        if not head.startswith(b"http/1.1 200"):
+        if not head.startswith((b"http/1.1 200", b"http/1.0 200")):
             raise RuntimeError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+        if head.startswith(b"http/1.0") or b"\r\nconnection: close" in head:  # one request per connection
+            body = await reader.read()
+            self.close()
+            self.reader = self.writer = None
+            return body
         match = re.search(rb"\r\ncontent-length: *(\d+)", head)
         if match:
             return await reader.readexactly(int(match.group(1)))
@@ -208,7 +213,7 @@ class Exporter:
 
 
 def loadgen(args: argparse.Namespace) -> None:
-    path = f"/probe?module={args.module}&target=127.0.0.1:{args.port}"
+    path = args.path or f"/probe?module={args.module}&target=127.0.0.1:{args.port}"
     durations: list[float] = []
     failures: dict[str, int] = {}
 
@@ -276,6 +281,7 @@ def main() -> None:
     load_role = roles.choices["loadgen"]
     load_role.add_argument("--exporter-port", type=int, required=True)
     load_role.add_argument("--module", default="tls")
+    load_role.add_argument("--path", help="the request path (default: blackbox's /probe?module=...&target=...)")
     args = parser.parse_args()
     {"server": serve, "probe": probe, "loadgen": loadgen}[args.role](args)
 

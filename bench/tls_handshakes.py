@@ -229,17 +229,27 @@ def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 15.0) 
     raise TimeoutError("blackbox_exporter did not become healthy")
 
 
-def run_blackbox(procs: Processes, args: argparse.Namespace, server: Child, port: int, ca: Path,
-                 directory: Path) -> Side:
-    exporter_port = free_port()
-    exporter = procs.spawn([
-        EXPORTER, f"--config.file={exporter_config(directory, ca)}",
-        f"--web.listen-address=127.0.0.1:{exporter_port}", "--log.level=warn",
-    ])
+def daemon_targets(directory: Path, port: int, ca: Path) -> Path:
+    """One TLS target for ``probe daemon``, measured only on demand (its own interval is a day)."""
+    path = directory / "targets.yaml"
+    path.write_text(
+        f"settings: {{ca_bundle: {ca}, interval: 86400, jitter: 0, timeouts: {{connect: 10, tls: 10}}}}\n"
+        "targets:\n"
+        f"  - {{name: bench, service: bench, category: bench, host: {SNI}, addresses: [127.0.0.1], "
+        f"ports: [{port}], checks: [tls]}}\n"
+    )
+    return path
+
+
+def run_exporter(procs: Processes, args: argparse.Namespace, server: Child, port: int, argv: list[str],
+                 exporter_port: int, path: str | None = None) -> Side:
+    """Drive an HTTP exporter (blackbox_exporter, or the probe daemon's /probe) with the load generator."""
+    exporter = procs.spawn(argv)
     wait_healthy(exporter_port, exporter)
     load = procs.role(
         "loadgen", "--port", str(port), "--n", str(args.n), "--concurrency", str(args.concurrency),
         "--single", str(args.single), "--exporter-port", str(exporter_port), "--timeout", str(args.timeout),
+        *(["--path", path] if path else []),
     )
     ready = load.read(60)
     idle_rss = proc_status_kb(exporter.pid, "VmRSS")
@@ -255,6 +265,25 @@ def run_blackbox(procs: Processes, args: argparse.Namespace, server: Child, port
     )
 
 
+def run_blackbox(procs: Processes, args: argparse.Namespace, server: Child, port: int, ca: Path,
+                 directory: Path) -> Side:
+    exporter_port = free_port()
+    return run_exporter(procs, args, server, port, [
+        EXPORTER, f"--config.file={exporter_config(directory, ca)}",
+        f"--web.listen-address=127.0.0.1:{exporter_port}", "--log.level=warn",
+    ], exporter_port)
+
+
+def run_daemon(procs: Processes, args: argparse.Namespace, server: Child, port: int, ca: Path,
+               directory: Path) -> Side:
+    """The probe as Prometheus uses it at scale: a real ``probe daemon`` answering /probe?target=NAME."""
+    daemon_port = free_port()
+    return run_exporter(procs, args, server, port, [
+        sys.executable, "-m", "probe", "daemon", "--targets", str(daemon_targets(directory, port, ca)),
+        "--no-store", "--listen", f"127.0.0.1:{daemon_port}", "--log-level", "error",
+    ], daemon_port, path="/probe?target=bench")
+
+
 def ms(value: float) -> str:
     return f"{value * 1000:.3f}"
 
@@ -268,7 +297,7 @@ def report(args: argparse.Namespace, probe: Side, blackbox: Side | None) -> list
     lines = [
         f"TLS handshakes: n={args.n} concurrency={args.concurrency} server=127.0.0.1 (python asyncio+ssl, "
         f"ECDSA P-256, TLS 1.3) cpus={os.cpu_count()} probe_loop={args.loop} cert_cache={args.cert_cache} "
-        f"probe_root={args.probe_root}",
+        f"probe_root={args.probe_root} probe_side={'daemon /probe' if args.via_daemon else 'in-process checks'}",
         row("side", "probe", *(["blackbox"] if blackbox else [])),
         row("completed", *(f"{s.ok}/{s.n}" for s in sides)),
         row("cpu_s", *(f"{s.cpu:.3f}" for s in sides)),
@@ -281,11 +310,13 @@ def report(args: argparse.Namespace, probe: Side, blackbox: Side | None) -> list
         row("handshake_p99_ms", *(ms(quantile(s.times, 0.99)) for s in sides)),
         row("uncontended_median_ms", *(ms(statistics.median(s.single) if s.single else math.nan) for s in sides)),
         row("server_cpu_ms_per_check", *(ms(s.server_cpu / max(s.ok, 1)) for s in sides)),
-        f"probe process, start to end (interpreter and imports too): cpu_s={probe.process_cpu:.3f}",
+        *([f"probe process, start to end (interpreter and imports too): cpu_s={probe.process_cpu:.3f}"]
+          if probe.process_cpu is not None else []),
         *([f"blackbox load generator (not counted): cpu_ms_per_check={ms(blackbox.driver_cpu / max(blackbox.ok, 1))}"]
           if blackbox and blackbox.driver_cpu is not None else []),
-        "handshake = probe: timings['tls_handshake'] (connect excluded); "
-        "blackbox: probe_duration_seconds (connect + handshake)",
+        ("handshake = probe_duration_seconds of each /probe answer (queueing, connect, handshake) for both"
+         if args.via_daemon else "handshake = probe: timings['tls_handshake'] (connect excluded); "
+         "blackbox: probe_duration_seconds (connect + handshake)"),
     ]
     for name, side in (("probe", probe), ("blackbox", blackbox)):
         if side and side.failures:
@@ -320,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cert-cache", action="store_true",
                         help="memoise parse_certificate (the core now does; kept for old checkouts)")
     parser.add_argument("--no-blackbox", action="store_true", help="probe side only")
+    parser.add_argument("--via-daemon", action="store_true",
+                        help="the probe side is a real `probe daemon` answering /probe?target=NAME to the same load "
+                        "generator as blackbox_exporter (Prometheus' way of using it at scale), not checks in-process")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args(argv)
     if not 1 <= args.n <= 100_000 or not 1 <= args.concurrency <= 1000:
@@ -341,7 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = procs.role("server", "--cert", str(cert_file), "--key", str(key_file))
         port = server.read(30)["port"]
 
-        probe, done = run_probe(procs, args, server, port, ca_file)
+        if args.via_daemon:
+            probe, done = run_daemon(procs, args, server, port, ca_file, directory), {}
+        else:
+            probe, done = run_probe(procs, args, server, port, ca_file)
         blackbox = run_blackbox(procs, args, server, port, ca_file, directory) if use_blackbox else None
 
     for line in report(args, probe, blackbox):

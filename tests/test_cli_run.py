@@ -67,16 +67,23 @@ def test_run_once_writes_records_and_exits_zero_even_when_blocked(
     tmp_path: Path, ca_file: Path, tls_server: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.jsonl"
+    raw = tmp_path / "records.jsonl"
     code = main(["run", "--once", "--targets", str(_targets(tmp_path, ca_file, tls_server)), "--out", str(out),
-                 "--no-store"])
+                 "--records", str(raw), "--no-store"])
     assert code == 0
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    verdicts = {r["target"]: r["test_keys"] for r in records if r["record_type"] == "verdict"}
+    measurements = [json.loads(line) for line in out.read_text().splitlines()]
+    verdicts = {m["test_keys"]["target"]: m["test_keys"] for m in measurements}
+    assert len(measurements) == len(verdicts) == 3  # one OONI measurement per target (control included)
     assert verdicts["up"]["blocking"] is False and verdicts["up"]["accessible"] is True
     assert verdicts["down"]["blocking"] == "tcp_ip"
-    checks = [r for r in records if r["record_type"] == "check"]
-    assert {r["test_name"] for r in checks} == {"tcp", "tls", "http"}
-    assert all(r["schema_version"] and r["id"] and r["measurement_start_time"].endswith("Z") for r in records)
+    assert {c["check"] for m in measurements for c in m["test_keys"]["checks"]} == {"tcp", "tls", "http"}
+    assert verdicts["up"]["requests"][0]["response"]["code"] == 200
+    assert verdicts["down"]["tcp_connect"][0]["status"] == {"failure": "connection_refused", "success": False}
+    assert all(m["test_name"] == "urlgetter" and m["probe_ip"] == "127.0.0.1" for m in measurements)
+    records = [json.loads(line) for line in raw.read_text().splitlines()]  # the store's own form
+    assert sorted(r["id"] for r in records if r["record_type"] == "verdict") == sorted(
+        m["test_keys"]["verdict_id"] for m in measurements)
+    assert all(r["measurement_start_time"].endswith("Z") for r in records)
     table = capsys.readouterr().out
     assert "up" in table and "tcp_ip" in table
 

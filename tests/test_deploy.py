@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -69,6 +70,56 @@ def test_dashboards_have_the_required_panels() -> None:
             "Throughput: target vs control"} <= service
     data = json.loads((DEPLOY / "grafana" / "dashboards" / "probe-overview.json").read_text())
     assert any("probe_event_active" in a.get("expr", "") for a in data["annotations"]["list"])
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    paths = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+    return {path.name: json.loads(path.read_text()) for path in paths}
+
+
+def _nulls(value: Any, where: str = "") -> list[str]:
+    """Paths of ``null`` values, other than a threshold's base step (``steps[0].value``, null by design)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nulls(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nulls(v, f"{where}[{i}]")]
+    return [where] if value is None and not where.endswith("steps[0].value") else []
+
+
+@pytest.mark.parametrize("name", sorted(dashboards()))
+def test_dashboards_load_into_grafana_models_strictly(name: str) -> None:
+    """Grafana's own schemas (the foundation SDK's models) read every key back: decoded and encoded
+    again, the dashboard is the same JSON, so no key is unknown to Grafana and none is lost; every
+    panel's options and queries decode into the models of its plugin."""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+    from grafana_foundation_sdk.models.prometheus import Dataquery
+
+    register_default_plugins()
+    data = dashboards()[name]
+    model = Dashboard.from_json(data)
+    assert json.loads(json.dumps(model, cls=JSONEncoder)) == data
+    assert model.schema_version == data["schemaVersion"] >= 39
+    for panel in model.panels or []:
+        assert all(isinstance(q, Dataquery) for q in panel.targets or []), panel.title
+        if panel.options is not None:  # the plugin's own Options model, not a bare dict
+            plugin = panel.type_val.replace("-", "")
+            assert type(panel.options).__module__.endswith(plugin), (panel.title, panel.options)
+    assert _nulls(data) == []  # "color": null and the like crash Grafana's models
+
+
+def test_tables_show_labels_and_stats_show_the_last_value() -> None:
+    for name, data in dashboards().items():
+        for panel in data["panels"]:
+            where = f"{name}: {panel['title']}"
+            if panel["type"] == "table":  # one row per series, one column per label
+                assert all(t.get("instant") and t.get("format") == "table" for t in panel["targets"]), where
+            if panel["type"] == "stat":  # the value now, not a mean over the time range
+                assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"], where
+            steps = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps")
+            if steps is not None:
+                assert steps and steps[0]["value"] is None and all(s["color"] for s in steps), where
 
 
 def test_queries_only_use_documented_metrics() -> None:

@@ -1,19 +1,23 @@
-"""Grafana dashboards as code (grafanalib): ``python deploy/grafana/dashboards.py`` writes the JSON.
+"""Grafana dashboards as code (Grafana foundation SDK): ``python deploy/grafana/dashboards.py`` writes the JSON.
 
-Why grafanalib rather than grafana-foundation-sdk: the project is Python and
-grafanalib is a small, pure-Python, pip-installable library whose panels map one
-to one onto what we need (time series, state timeline, table, stat); the
-foundation SDK is generated from Grafana's schemas and tracks new Grafana
-versions more closely, but its Python builder API was still pre-1.0 and changes
-between Grafana releases, which would make the committed JSON churn.
+Why the foundation SDK: it is generated from Grafana's own schemas, so a dashboard built with its
+builders is one that Grafana's models accept, panel options and all; the test that proves the
+dashboards (tests/test_deploy.py) loads every committed file back into the SDK's models and finds
+the same JSON, so nothing Grafana would not understand (an unknown key, a ``null`` colour, a
+threshold without a base step) can slip in. grafanalib, which generated them before, wrote JSON
+whose table panels had no label columns and whose stat panels averaged over the time range.
 
-The committed JSON in ``dashboards/`` is what Grafana loads (provisioning); a test
-(tests/test_deploy.py) fails when it is not what this script generates, and the
-end-to-end test runs every panel query against a real Prometheus.
+The committed JSON in ``dashboards/`` is what Grafana loads (provisioning); a test fails when it is
+not what this script generates, and the end-to-end test runs every panel query against a real
+Prometheus.
 
-Every query reads only ``probe_*`` families documented in docs/metrics.md. The
-``instance`` label tells probes apart (one Prometheus can scrape many volunteers'
-probes); deploy/prometheus.yml sets it to a readable name.
+Every query reads only ``probe_*`` families documented in docs/metrics.md. The ``instance`` label
+tells probes apart (one Prometheus can scrape many volunteers' probes); deploy/prometheus.yml sets
+it to a readable name.
+
+Panel rules kept here: a table runs an instant query formatted as a table (one row per series,
+one column per label); a stat shows the last value (``lastNotNull``), never a mean over the range;
+every threshold list starts with a base step.
 """
 
 from __future__ import annotations
@@ -22,178 +26,206 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from grafanalib._gen import DashboardEncoder
-from grafanalib.core import (
-    Annotations,
-    Dashboard,
-    GridPos,
-    Stat,
-    StateTimeline,
-    Table,
-    Target,
-    Template,
-    Templating,
-    Time,
-    TimeSeries,
-)
+from grafana_foundation_sdk.builders import common as common_b
+from grafana_foundation_sdk.builders import dashboard as dash_b
+from grafana_foundation_sdk.builders import prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models import common, dashboard
+from grafana_foundation_sdk.models.dashboard import Dashboard
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 OUT = Path(__file__).resolve().parent / "dashboards"
-DS = {"type": "prometheus", "uid": "${datasource}"}
+DS = dashboard.DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
 
 
-def _q(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> Target:
-    return Target(expr=expr, legendFormat=legend, refId=ref, instant=instant, datasource=DS)
+def _q(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DS)
+    if legend:
+        query = query.legend_format(legend)
+    if instant:  # a table: the last value of each series, one column per label
+        query = query.instant().format(PromQueryFormat.TABLE)
+    return query
 
 
-def _templates(*extra: Template) -> Templating:
-    return Templating(list=[
-        Template(name="datasource", label="Data source", type="datasource", query="prometheus", default="Prometheus"),
-        Template(name="instance", label="Probe", dataSource="${datasource}", type="query", includeAll=True,
-                 multi=True, default="$__all", allValue=".*", refresh=2, sort=1,
-                 query="label_values(probe_build_info, instance)"),
-        *extra,
-    ])
+def _grid(h: int, w: int, x: int, y: int) -> dashboard.GridPos:
+    return dashboard.GridPos(h=h, w=w, x=x, y=y)
 
 
-def _annotations(selector: str) -> Annotations:
-    def one(name: str, expr: str, color: str, title: str) -> dict[str, Any]:
-        return {"name": name, "datasource": DS, "enable": True, "iconColor": color, "expr": expr, "step": "60s",
-                "titleFormat": title, "textFormat": "{{service}} / {{target}}", "tagKeys": "type,service",
-                "useValueForTime": False}
-
-    return Annotations(list=[
-        {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
-         "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"},
-        one("Blocking and throttling events", f"probe_event_active{{{selector}}} == 1", "red",
-            "{{type}} event on {{target}}"),
-        one("Blocking verdicts", f"probe_blocking{{{selector}}} == 1", "orange", "{{type}} blocking of {{target}}"),
-    ])
+def _steps(base: str, *steps: tuple[float, str]) -> dash_b.ThresholdsConfig:
+    """Absolute thresholds that start with a base step (Grafana needs it: ``value`` null, the base colour)."""
+    return dash_b.ThresholdsConfig().mode(dashboard.ThresholdsMode.ABSOLUTE).steps(
+        [dashboard.Threshold(value=None, color=base), *(dashboard.Threshold(value=v, color=c) for v, c in steps)])
 
 
-ACCESSIBLE_MAP = [{"type": "value", "options": {
-    "0": {"text": "not accessible", "color": "red"}, "1": {"text": "accessible", "color": "green"}}}]
+def _map(options: dict[str, tuple[str, str]]) -> list[dashboard.ValueMap]:
+    """Value mappings: value -> (text, colour)."""
+    return [dashboard.ValueMap(options={
+        value: dashboard.ValueMappingResult(text=text, color=color, index=i)
+        for i, (value, (text, color)) in enumerate(options.items())})]
 
 
-def overview() -> Dashboard:
+ACCESSIBLE = _map({"0": ("not accessible", "red"), "1": ("accessible", "green")})
+OK_FAIL = _map({"0": ("fail", "red"), "1": ("ok", "green")})
+LAST = common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+
+
+def _templates(board: dash_b.Dashboard, *extra: dash_b.QueryVariable) -> dash_b.Dashboard:
+    board = board.with_variable(
+        dash_b.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        .current(dashboard.VariableOption(selected=True, text="Prometheus", value="Prometheus")))
+    board = board.with_variable(
+        dash_b.QueryVariable("instance").label("Probe").datasource(DS)
+        .query("label_values(probe_build_info, instance)").include_all(True).multi(True).all_value(".*")
+        .refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dashboard.VariableSort.ALPHABETICAL_ASC)
+        .current(dashboard.VariableOption(selected=True, text="All", value="$__all")))
+    for variable in extra:
+        board = board.with_variable(variable)
+    return board
+
+
+def _annotations(board: dash_b.Dashboard, selector: str) -> dash_b.Dashboard:
+    def one(name: str, expr: str, color: str) -> dash_b.AnnotationQuery:
+        return (dash_b.AnnotationQuery().name(name).datasource(DS).enable(True).icon_color(color)
+                .expr(expr))
+
+    return (board
+            .annotation(dash_b.AnnotationQuery().name("Annotations & Alerts").built_in(1).enable(True).hide(True)
+                        .icon_color("rgba(0, 211, 255, 1)").type("dashboard")
+                        .datasource(dashboard.DataSourceRef(type_val="grafana", uid="-- Grafana --")))
+            .annotation(one("Blocking and throttling events", f"probe_event_active{{{selector}}} == 1", "red"))
+            .annotation(one("Blocking verdicts", f"probe_blocking{{{selector}}} == 1", "orange")))
+
+
+def _board(uid: str, title: str, description: str) -> dash_b.Dashboard:
+    return (dash_b.Dashboard(title).uid(uid).tags(["probe", "censorship"]).timezone("utc").description(description)
+            .refresh("1m").time("now-24h", "now").editable())
+
+
+def _bars(panel: timeseries.Panel) -> timeseries.Panel:
+    return (panel.draw_style(common.GraphDrawStyle.BARS).fill_opacity(80)
+            .stacking(common_b.StackingConfig().mode(common.StackingMode.NORMAL)))
+
+
+def overview() -> dash_b.Dashboard:
     sel = 'instance=~"$instance"'
-    panels = [
-        StateTimeline(
-            title="Services × probes: accessible", dataSource=DS, gridPos=GridPos(h=9, w=24, x=0, y=0),
-            description="Worst verdict over the service's targets, per probe (1 accessible, 0 not).",
-            targets=[_q(f"min by (service, instance) (probe_accessible{{{sel}}})", "{{service}} @ {{instance}}")],
-            mappings=ACCESSIBLE_MAP, mergeValues=True, showValue="never",
-        ),
-        Table(
-            title="Blocked now", dataSource=DS, gridPos=GridPos(h=8, w=12, x=0, y=9),
-            description="Targets whose last verdict names a blocking type.",
-            targets=[_q(f"max by (instance, service, target, type) (probe_blocking{{{sel}}} == 1)", instant=True)],
-            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}],
-        ),
-        TimeSeries(
-            title="Blocked targets by type", dataSource=DS, gridPos=GridPos(h=8, w=12, x=12, y=9),
-            targets=[_q(f"count by (type) (probe_blocking{{{sel}}} == 1)", "{{type}}")],
-            drawStyle="bars", stacking={"mode": "normal"},
-        ),
-        TimeSeries(
-            title="Failure reasons over time", dataSource=DS, gridPos=GridPos(h=9, w=24, x=0, y=17),
-            description="Failed checks by failure (the fixed vocabulary of probe.core.failures) and check.",
-            targets=[_q(f"sum by (check, failure) (increase(probe_check_failures_total{{{sel}}}[{RATE}]))",
-                        "{{check}}: {{failure}}")],
-            drawStyle="bars", stacking={"mode": "normal"},
-        ),
-        Stat(
-            title="Oldest result age", dataSource=DS, gridPos=GridPos(h=5, w=6, x=0, y=26), format="s",
-            targets=[_q(f"max by (instance) (time() - probe_last_check_timestamp_seconds{{{sel}}})", "{{instance}}")],
-        ),
-        TimeSeries(
-            title="Scheduler lag (p95)", dataSource=DS, gridPos=GridPos(h=5, w=6, x=6, y=26), unit="s",
-            targets=[_q(f"histogram_quantile(0.95, sum by (le, instance) "
-                        f"(rate(probe_scheduler_lag_seconds_bucket{{{sel}}}[{RATE}])))", "{{instance}}")],
-        ),
-        TimeSeries(
-            title="Runs in flight and queued", dataSource=DS, gridPos=GridPos(h=5, w=6, x=12, y=26),
-            targets=[_q(f"sum by (instance) (probe_measurements_in_flight{{{sel}}})", "in flight {{instance}}"),
-                     _q(f"sum by (instance) (probe_scheduler_queue_depth{{{sel}}})", "queued {{instance}}", "B")],
-        ),
-        Stat(
-            title="Config reload OK", dataSource=DS, gridPos=GridPos(h=5, w=6, x=18, y=26),
-            targets=[_q(f"min by (instance) (probe_config_last_reload_successful{{{sel}}})", "{{instance}}")],
-            mappings=[{"type": "value", "options": {"0": {"text": "FAILED", "color": "red"},
-                                                    "1": {"text": "ok", "color": "green"}}}],
-        ),
-    ]
-    return Dashboard(
-        title="Probe: overview", uid="probe-overview", tags=["probe", "censorship"], timezone="utc",
-        description="Reachability of messaging and cloud services as seen by each probe.",
-        templating=_templates(), annotations=_annotations(sel), panels=panels, refresh="1m",
-        links=[], time=Time("now-24h", "now"),
-    ).auto_panel_ids()
+    board = _board("probe-overview", "Probe: overview",
+                   "Reachability of messaging and cloud services as seen by each probe.")
+    board = _annotations(_templates(board), sel)
+    return (board
+            .with_panel(statetimeline.Panel().title("Services × probes: accessible").datasource(DS)
+                        .grid_pos(_grid(9, 24, 0, 0))
+                        .description("Worst verdict over the service's targets, per probe (1 accessible, 0 not).")
+                        .with_target(_q(f"min by (service, instance) (probe_accessible{{{sel}}})",
+                                        "{{service}} @ {{instance}}"))
+                        .mappings(ACCESSIBLE).thresholds(_steps("red", (1, "green")))
+                        .merge_values(True).show_value(common.VisibilityMode.NEVER))
+            .with_panel(table.Panel().title("Blocked now").datasource(DS).grid_pos(_grid(8, 12, 0, 9))
+                        .description("Targets whose last verdict names a blocking type.")
+                        .with_target(_q(f"max by (instance, service, target, type) (probe_blocking{{{sel}}} == 1)",
+                                        instant=True))
+                        .with_transformation(dashboard.DataTransformerConfig(
+                            id_val="organize", options={"excludeByName": {"Time": True, "Value": True}})))
+            .with_panel(_bars(timeseries.Panel().title("Blocked targets by type").datasource(DS)
+                              .grid_pos(_grid(8, 12, 12, 9))
+                              .with_target(_q(f"count by (type) (probe_blocking{{{sel}}} == 1)", "{{type}}"))))
+            .with_panel(_bars(timeseries.Panel().title("Failure reasons over time").datasource(DS)
+                              .grid_pos(_grid(9, 24, 0, 17))
+                              .description("Failed checks by failure (the fixed vocabulary of probe.core.failures) "
+                                           "and check.")
+                              .with_target(_q(f"sum by (check, failure) (increase(probe_check_failures_total"
+                                              f"{{{sel}}}[{RATE}]))", "{{check}}: {{failure}}"))))
+            .with_panel(stat.Panel().title("Oldest result age").datasource(DS).grid_pos(_grid(5, 6, 0, 26))
+                        .description("Time since each probe's oldest target was last measured (now, not averaged).")
+                        .unit("s").reduce_options(LAST).thresholds(_steps("green", (900, "orange"), (3600, "red")))
+                        .with_target(_q(f"max by (instance) (time() - probe_last_check_timestamp_seconds{{{sel}}})",
+                                        "{{instance}}")))
+            .with_panel(timeseries.Panel().title("Scheduler lag (p95)").datasource(DS).grid_pos(_grid(5, 6, 6, 26))
+                        .unit("s")
+                        .with_target(_q(f"histogram_quantile(0.95, sum by (le, instance) "
+                                        f"(rate(probe_scheduler_lag_seconds_bucket{{{sel}}}[{RATE}])))",
+                                        "{{instance}}")))
+            .with_panel(timeseries.Panel().title("Runs in flight and queued").datasource(DS)
+                        .grid_pos(_grid(5, 6, 12, 26))
+                        .with_target(_q(f"sum by (instance) (probe_measurements_in_flight{{{sel}}})",
+                                        "in flight {{instance}}"))
+                        .with_target(_q(f"sum by (instance) (probe_scheduler_queue_depth{{{sel}}})",
+                                        "queued {{instance}}", "B")))
+            .with_panel(stat.Panel().title("Config reload OK").datasource(DS).grid_pos(_grid(5, 6, 18, 26))
+                        .description("Whether each probe's last configuration reload succeeded (now).")
+                        .reduce_options(LAST).mappings(_map({"0": ("FAILED", "red"), "1": ("ok", "green")}))
+                        .thresholds(_steps("red", (1, "green")))
+                        .with_target(_q(f"min by (instance) (probe_config_last_reload_successful{{{sel}}})",
+                                        "{{instance}}"))))
 
 
-def service() -> Dashboard:
+def service() -> dash_b.Dashboard:
     sel = 'service="$service", instance=~"$instance"'
-    service_var = Template(name="service", label="Service", dataSource="${datasource}", type="query",
-                           query="label_values(probe_reachable, service)", refresh=2, sort=1)
-    panels = [
-        StateTimeline(
-            title="DNS, TCP, TLS and HTTP success by target", dataSource=DS, gridPos=GridPos(h=10, w=24, x=0, y=0),
-            targets=[_q(f'min by (target, check) (probe_reachable{{{sel}, check=~"dns|tcp|tls|http|quic"}})',
-                        "{{target}} {{check}}")],
-            mappings=[{"type": "value", "options": {"0": {"text": "fail", "color": "red"},
-                                                    "1": {"text": "ok", "color": "green"}}}],
-            mergeValues=True, showValue="never",
-        ),
-        TimeSeries(
-            title="Success ratio by check", dataSource=DS, gridPos=GridPos(h=8, w=12, x=0, y=10), unit="percentunit",
-            targets=[_q(f'avg by (check) (probe_reachable{{{sel}, check=~"dns|tcp|tls|http"}})', "{{check}}")],
-        ),
-        TimeSeries(
-            title="Phase timings (slowest target)", dataSource=DS, gridPos=GridPos(h=8, w=12, x=12, y=10), unit="s",
-            targets=[_q(f'max by (check, phase) (probe_check_duration_seconds{{{sel}, phase!="total"}})',
-                        "{{check}} {{phase}}")],
-        ),
-        TimeSeries(
-            title="Throughput: target vs control", dataSource=DS, gridPos=GridPos(h=8, w=12, x=0, y=18), unit="Bps",
-            description="Plateau rates of the target and control-SNI flows of the throttling test.",
-            targets=[_q(f"avg by (role) (probe_throughput_bytes_per_second{{{sel}}})", "{{role}}")],
-        ),
-        TimeSeries(
-            title="Blocking verdicts by type", dataSource=DS, gridPos=GridPos(h=8, w=12, x=12, y=18),
-            targets=[_q(f"max by (target, type) (probe_blocking{{{sel}}})", "{{target}} {{type}}")],
-        ),
-        TimeSeries(
-            title="Failure reasons", dataSource=DS, gridPos=GridPos(h=8, w=12, x=0, y=26),
-            targets=[_q(f"sum by (check, failure) (increase(probe_check_failures_total{{{sel}}}[{RATE}]))",
-                        "{{check}}: {{failure}}")],
-            drawStyle="bars", stacking={"mode": "normal"},
-        ),
-        Table(
-            title="TLS certificate expiry (days)", dataSource=DS, gridPos=GridPos(h=8, w=6, x=12, y=26),
-            targets=[_q(f"min by (target) (probe_tls_cert_expiry_timestamp_seconds{{{sel}}} - time()) / 86400",
-                        instant=True)],
-        ),
-        Table(
-            title="Circumvention reachable", dataSource=DS, gridPos=GridPos(h=8, w=6, x=18, y=26),
-            targets=[_q(f"max by (target, protocol) (probe_circumvention_reachable{{{sel}}})", instant=True)],
-        ),
-    ]
-    return Dashboard(
-        title="Probe: service drill-down", uid="probe-service", tags=["probe", "censorship"], timezone="utc",
-        description="One service: each check layer, phase timings, throughput against its control.",
-        templating=_templates(service_var), annotations=_annotations(sel), panels=panels, refresh="1m",
-        time=Time("now-24h", "now"),
-    ).auto_panel_ids()
+    service_var = (dash_b.QueryVariable("service").label("Service").datasource(DS)
+                   .query("label_values(probe_reachable, service)")
+                   .refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED)
+                   .sort(dashboard.VariableSort.ALPHABETICAL_ASC))
+    board = _board("probe-service", "Probe: service drill-down",
+                   "One service: each check layer, phase timings, throughput against its control.")
+    board = _annotations(_templates(board, service_var), sel)
+    return (board
+            .with_panel(statetimeline.Panel().title("DNS, TCP, TLS and HTTP success by target").datasource(DS)
+                        .grid_pos(_grid(10, 24, 0, 0))
+                        .with_target(_q(f"min by (target, check) "
+                                        f'(probe_reachable{{{sel}, check=~"dns|tcp|tls|http|quic"}})',
+                                        "{{target}} {{check}}"))
+                        .mappings(OK_FAIL).thresholds(_steps("red", (1, "green")))
+                        .merge_values(True).show_value(common.VisibilityMode.NEVER))
+            .with_panel(timeseries.Panel().title("Success ratio by check").datasource(DS)
+                        .grid_pos(_grid(8, 12, 0, 10)).unit("percentunit").min(0).max(1)
+                        .with_target(_q(f'avg by (check) (probe_reachable{{{sel}, check=~"dns|tcp|tls|http"}})',
+                                        "{{check}}")))
+            .with_panel(timeseries.Panel().title("Phase timings (slowest target)").datasource(DS)
+                        .grid_pos(_grid(8, 12, 12, 10)).unit("s")
+                        .with_target(_q(f"max by (check, phase) "
+                                        f'(probe_check_duration_seconds{{{sel}, phase!="total"}})',
+                                        "{{check}} {{phase}}")))
+            .with_panel(timeseries.Panel().title("Throughput: target vs control").datasource(DS)
+                        .grid_pos(_grid(8, 12, 0, 18)).unit("Bps")
+                        .description("Plateau rates of the target and control-SNI flows of the throttling test.")
+                        .with_target(_q(f"avg by (role) (probe_throughput_bytes_per_second{{{sel}}})", "{{role}}")))
+            .with_panel(timeseries.Panel().title("Blocking verdicts by type").datasource(DS)
+                        .grid_pos(_grid(8, 12, 12, 18))
+                        .with_target(_q(f"max by (target, type) (probe_blocking{{{sel}}})", "{{target}} {{type}}")))
+            .with_panel(_bars(timeseries.Panel().title("Failure reasons").datasource(DS).grid_pos(_grid(8, 12, 0, 26))
+                              .with_target(_q(f"sum by (check, failure) (increase(probe_check_failures_total"
+                                              f"{{{sel}}}[{RATE}]))", "{{check}}: {{failure}}"))))
+            .with_panel(table.Panel().title("TLS certificate expiry (days)").datasource(DS)
+                        .grid_pos(_grid(8, 6, 12, 26)).decimals(1)
+                        .thresholds(_steps("red", (7, "orange"), (30, "green")))
+                        .with_target(_q(f"min by (target) (probe_tls_cert_expiry_timestamp_seconds{{{sel}}} - time())"
+                                        " / 86400", instant=True))
+                        .with_transformation(dashboard.DataTransformerConfig(
+                            id_val="organize", options={"excludeByName": {"Time": True},
+                                                        "renameByName": {"Value": "days left"}})))
+            .with_panel(table.Panel().title("Circumvention reachable").datasource(DS).grid_pos(_grid(8, 6, 18, 26))
+                        .mappings(_map({"0": ("blocked", "red"), "1": ("reachable", "green")}))
+                        .with_target(_q(f"max by (target, protocol) (probe_circumvention_reachable{{{sel}}})",
+                                        instant=True))
+                        .with_transformation(dashboard.DataTransformerConfig(
+                            id_val="organize", options={"excludeByName": {"Time": True},
+                                                        "renameByName": {"Value": "reachable"}}))))
 
 
 DASHBOARDS = {"probe-overview.json": overview, "probe-service.json": service}
 
 
-def render(build: Any) -> str:
-    data = json.loads(json.dumps(build().to_json_data(), cls=DashboardEncoder))
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+def to_json(board: dash_b.Dashboard) -> str:
+    """The dashboard's JSON as committed: panel ids in order, sorted keys, and the plugins' defaults
+    written out (decoded once by Grafana's models), so that loading it changes nothing."""
+    register_default_plugins()
+    model = board.build()
+    for i, panel in enumerate(model.panels or [], start=1):
+        panel.id_val = i
+    settled = Dashboard.from_json(json.loads(json.dumps(model, cls=JSONEncoder)))
+    return json.dumps(settled, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     OUT.mkdir(exist_ok=True)
     for name, build in DASHBOARDS.items():
-        text, path = render(build), OUT / name
+        text, path = to_json(build()), OUT / name
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)

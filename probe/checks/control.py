@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import httpx
 
+from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
 from probe.core.records import CheckResult
+
+MAX_ANSWER = 1 << 16  # the helper's JSON answer is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,16 @@ async def ask(
     try:
         async with httpx.AsyncClient(verify=ctx.ssl_context(), timeout=ctx.settings.timeouts.http,
                                      trust_env=False, transport=ctx.http_transport) as client:
-            response = await client.post(helper.rstrip("/") + "/check",
-                                         json={"address": address, "port": port, "sni": sni})
+            request = client.build_request("POST", helper.rstrip("/") + "/check",
+                                           json={"address": address, "port": port, "sni": sni},
+                                           headers={"accept-encoding": ACCEPT_ENCODING})
+            response = await send_streamed(client, request)
+            try:
+                answer = await read_capped(response, MAX_ANSWER)
+            finally:
+                await response.aclose()
             response.raise_for_status()
-            body = response.json()
+            body = json.loads(answer.data)
         tls = body.get("tls") or {}
         details = ControlDetails(helper, address, port, sni, body["tcp"]["ok"], body["tcp"]["failure"],
                                  tls.get("ok"), tls.get("failure"))

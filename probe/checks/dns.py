@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 
 import dns.asyncquery
 import dns.exception
@@ -25,6 +26,8 @@ import dns.rdatatype
 import dns.resolver
 import httpx
 
+from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
+from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.config import ResolverSpec, is_ip
 from probe.core.context import Context
@@ -32,6 +35,8 @@ from probe.core.records import CheckResult, Role
 
 QTYPES = ("A", "AAAA")
 UDP_ATTEMPTS = 3
+STRAYS_PARSED = 16
+MAX_MESSAGE = 65535
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,37 @@ class DNSDetails:
     addresses: tuple[str, ...]
     bogons: tuple[str, ...]
     outcomes: dict[str, str]  # qtype -> "ok" or a failure string
+    stray_answers: int = 0  # UDP datagrams that were not the answer: an injection signal
+    stray_sources: tuple[str, ...] = ()  # where they came from (the resolver's side, not ours)
+    stray_addresses: tuple[str, ...] = ()  # A/AAAA values they carried
+
+
+@dataclass
+class Strays:
+    """Datagrams a lookup ignored: wrong source address or port, wrong id or question, or garbage.
+
+    A stub resolver keeps waiting for the real answer; an off-path injector's forged
+    answer usually arrives first, so their count and content are evidence. At most
+    :data:`STRAYS_PARSED` are parsed, so that a flood costs only a counter.
+    """
+
+    count: int = 0
+    sources: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+
+    def note(self, wire: bytes, source: tuple[str, int]) -> None:
+        self.count += 1
+        if self.count > STRAYS_PARSED:
+            return
+        if (where := endpoint(source[0], source[1])) not in self.sources:
+            self.sources.append(where)
+        try:
+            message = dns.message.from_wire(wire)
+        except Exception:  # noqa: BLE001 - garbage is counted, not parsed
+            return
+        for rrset in message.answer:
+            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                self.addresses.extend(r.to_text() for r in rrset if r.to_text() not in self.addresses)
 
 
 _BOGON_NETS = tuple(
@@ -88,22 +124,70 @@ async def _doh(query: dns.message.Message, spec: ResolverSpec, ctx: Context, tim
     async with httpx.AsyncClient(
         verify=ctx.ssl_context(), timeout=timeout, transport=ctx.http_transport, trust_env=False
     ) as client:
-        response = await client.post(
+        request = client.build_request(
+            "POST",
             url,
             content=query.to_wire(),
-            headers={"content-type": "application/dns-message", "accept": "application/dns-message"},
+            headers={"content-type": "application/dns-message", "accept": "application/dns-message",
+                     "accept-encoding": ACCEPT_ENCODING},
         )
+        response = await send_streamed(client, request)
+        try:
+            body = await read_capped(response, MAX_MESSAGE)  # a DNS message is at most 64 KiB
+        finally:
+            await response.aclose()
     if response.status_code != 200:
         raise failures.ProbeError(failures.DNS_SERVFAIL, "resolve", f"DoH HTTP {response.status_code}")
-    return dns.message.from_wire(response.content)
+    return dns.message.from_wire(body.data)
 
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue(maxsize=64)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.queue.full():  # a flood beyond the queue is dropped, as a kernel buffer would
+            self.queue.put_nowait((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error for an earlier datagram: keep waiting, like a stub resolver
+
+
+async def _udp(
+    query: dns.message.Message, where: str, port: int, timeout: float, strays: Strays
+) -> dns.message.Message:
+    """One UDP exchange that waits for the answer from ``where:port`` with the query's id and question."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in where else socket.AF_INET
+    transport, protocol = await loop.create_datagram_endpoint(_Datagrams, family=family)
+    deadline = loop.time() + timeout
+    server = ipaddress.ip_address(where.split("%")[0])
+    try:
+        transport.sendto(query.to_wire(), (where, port))
+        while (left := deadline - loop.time()) > 0:
+            try:
+                wire, source = await asyncio.wait_for(protocol.queue.get(), left)
+            except TimeoutError:
+                break
+            if ipaddress.ip_address(source[0].split("%")[0]) == server and source[1] == port:
+                try:
+                    reply = dns.message.from_wire(wire)
+                except Exception:  # noqa: BLE001 - not an answer; keep waiting
+                    reply = None
+                if reply is not None and query.is_response(reply):
+                    return reply
+            strays.note(wire, source)
+    finally:
+        transport.close()
+    raise dns.exception.Timeout(timeout=timeout)  # type: ignore[no-untyped-call]
+
+
 async def exchange(
-    query: dns.message.Message, spec: ResolverSpec, ctx: Context, timeout: float
+    query: dns.message.Message, spec: ResolverSpec, ctx: Context, timeout: float, strays: Strays | None = None
 ) -> dns.message.Message:
     """Send one query over the resolver's transport and return the response."""
     if spec.scheme == "https":
@@ -113,15 +197,17 @@ async def exchange(
     if spec.scheme in ("udp", "system"):
         # UDP loses packets on ordinary lossy links: retransmit like stub resolvers do, so that
         # 1-5% loss does not read as DNS blocking.
+        strays = strays if strays is not None else Strays()
         for attempt in range(UDP_ATTEMPTS):
             try:
-                response, _ = await dns.asyncquery.udp_with_fallback(
-                    query, where, timeout=timeout / UDP_ATTEMPTS, port=port
-                )
-                return response
+                response = await _udp(query, where, port, timeout / UDP_ATTEMPTS, strays)
             except dns.exception.Timeout:
                 if attempt == UDP_ATTEMPTS - 1:
                     raise
+                continue
+            if not response.flags & dns.flags.TC:
+                return response
+            return await dns.asyncquery.tcp(query, where, timeout=timeout, port=port)
     if spec.scheme == "tcp":
         return await dns.asyncquery.tcp(query, where, timeout=timeout, port=port)
     return await dns.asyncquery.tls(
@@ -166,13 +252,14 @@ async def resolve(
     outcomes: dict[str, str] = {}
     answers: list[DNSAnswer] = []
     rcode: str | None = None
+    strays = Strays()
 
     async def one(qtype: str) -> None:
         nonlocal rcode
         q0 = ctx.monotonic()
         try:
             query = dns.message.make_query(domain, qtype)
-            response = await asyncio.wait_for(exchange(query, spec, ctx, timeout), timeout)
+            response = await asyncio.wait_for(exchange(query, spec, ctx, timeout, strays), timeout)
             outcome, found = _interpret(response, qtype)
             if qtype == "A" or rcode is None:
                 rcode = dns.rcode.to_text(response.rcode())
@@ -196,6 +283,9 @@ async def resolve(
         addresses=addresses,
         bogons=bogons,
         outcomes=dict(sorted(outcomes.items())),
+        stray_answers=strays.count,
+        stray_sources=tuple(strays.sources),
+        stray_addresses=tuple(strays.addresses),
     )
     return CheckResult(
         check="dns",

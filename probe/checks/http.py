@@ -9,20 +9,19 @@ evidence, and its ``Location`` is matched against the fingerprints.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from probe.analysis import blockpages
+from probe.analysis.blockpages import SCAN_BYTES, page_title  # page_title: here too, for the checks' users
+from probe.checks.body import ACCEPT_ENCODING, read_capped, send_streamed
 from probe.checks.tcp import endpoint
 from probe.core import failures
 from probe.core.context import Context
 from probe.core.records import CheckResult, Role
 
-_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _KEPT_HEADERS = 32  # headers recorded; the rest are counted, not kept
 
 
@@ -41,13 +40,6 @@ class HTTPDetails:
     title: str | None = None
     blockpage: str | None = None
     tls_verified: bool = False
-
-
-def _title(body: bytes) -> str | None:
-    found = _TITLE.search(body[:65536])
-    if not found:
-        return None
-    return " ".join(found.group(1).decode("utf-8", "replace").split())[:200]
 
 
 def _at_address(url: str, address: str | None) -> str:
@@ -89,7 +81,8 @@ async def fetch(
             request = client.build_request(
                 "GET",
                 _at_address(url, address),
-                headers={"Host": parts.netloc, "User-Agent": settings.user_agent, "Accept": "*/*"},
+                headers={"Host": parts.netloc, "User-Agent": settings.user_agent, "Accept": "*/*",
+                         "Accept-Encoding": ACCEPT_ENCODING},
                 extensions={"sni_hostname": host} if https else {},
             )
             details = await asyncio.wait_for(
@@ -118,25 +111,14 @@ async def fetch(
 async def _round_trip(
     client: httpx.AsyncClient, request: httpx.Request, details: HTTPDetails, cap: int, verified: bool
 ) -> HTTPDetails:
-    response = await client.send(request, stream=True)
+    response = await send_streamed(client, request)
     try:
-        digest = hashlib.sha256()
-        chunks: list[bytes] = []
-        length, truncated = 0, False
-        async for chunk in response.aiter_bytes():
-            take = chunk[: cap - length]
-            digest.update(take)
-            chunks.append(take)
-            length += len(take)
-            if length >= cap:
-                truncated = True
-                break
+        body = await read_capped(response, cap)
     finally:
         await response.aclose()
-    body = b"".join(chunks)
     headers = dict(list(response.headers.items())[:_KEPT_HEADERS])
     location = response.headers.get("location")
-    title = _title(body)
+    title = page_title(body.data)
     return HTTPDetails(
         url=details.url,
         address=details.address,
@@ -145,10 +127,10 @@ async def _round_trip(
         headers=headers,
         header_count=len(response.headers),
         location=location,
-        body_length=length,
-        body_truncated=truncated,
-        body_sha256=digest.hexdigest(),
+        body_length=body.length,
+        body_truncated=body.truncated,
+        body_sha256=body.sha256,
         title=title,
-        blockpage=blockpages.match(body[:65536].decode("utf-8", "replace"), title, location, headers),
+        blockpage=blockpages.match(body.data[:SCAN_BYTES].decode("utf-8", "replace"), title, location, headers),
         tls_verified=verified,
     )

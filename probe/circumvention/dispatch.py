@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final, Literal
-
-import yaml
 
 from probe.circumvention import INCONCLUSIVE, CircumventionDetails, make_result, validate
 from probe.core import failures
-from probe.core.config import Target
+from probe.core.config import Target, load_yaml, read_text
 from probe.core.context import Context
 from probe.core.records import CheckResult
 
@@ -40,16 +37,16 @@ Check = Callable[[str, int], Awaitable[CheckResult[CircumventionDetails]]]
 
 
 def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``secrets_file`` and read ``file:`` values (raises OSError/ValueError)."""
+    """Merge ``secrets_file`` and read ``file:`` values (raises ValueError: a ConfigError naming the file)."""
     merged = dict(options)
     if "secrets_file" in merged:
-        loaded = yaml.safe_load(Path(str(merged.pop("secrets_file"))).read_text())
+        loaded = load_yaml(str(merged.pop("secrets_file")))  # bounded: no alias bomb, FIFO or huge file
         if not isinstance(loaded, dict):
             raise ValueError("secrets_file must hold a mapping")
         merged.update(loaded)
     for key, value in list(merged.items()):
         if isinstance(value, str) and value.startswith("file:"):
-            merged[key] = Path(value[5:]).read_text().strip()
+            merged[key] = read_text(value[5:]).strip()
     return merged
 
 

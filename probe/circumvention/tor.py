@@ -86,7 +86,7 @@ async def _get(s: Session, address: str, port: int, path: str) -> tuple[int, byt
     for _ in range(64):
         if (await s.read_line(reader)).strip() == b"":
             break
-    body = b""
+    body = bytearray()  # appending to bytes copies it whole each time: quadratic on the loop
     t0 = ctx_time = asyncio.get_running_loop().time()
     while len(body) < MAX_BODY and ctx_time - t0 < 4 * s.timeout:
         chunk = await asyncio.wait_for(reader.read(65536), s.timeout)
@@ -95,7 +95,7 @@ async def _get(s: Session, address: str, port: int, path: str) -> tuple[int, byt
         body += chunk
         ctx_time = asyncio.get_running_loop().time()
     writer.close()
-    return int(parts[1]), body
+    return int(parts[1]), bytes(body)
 
 
 async def check_tor_dir(

@@ -8,7 +8,6 @@ or the listen address cannot be bound. SIGHUP reloads the targets file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from typing import Any
@@ -42,6 +41,8 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from probe.commands.run import open_store
     from probe.service import daemon as daemon_mod
+    from probe.service.endpoints import Endpoints
+    from probe.service.runner import run_loop
 
     daemon_mod.setup_logging(getattr(logging, args.log_level.upper()))
     cfg = config_mod.load(args.targets)
@@ -54,20 +55,19 @@ def _run(args: argparse.Namespace) -> int:
                                grace=args.grace, detect=daemon_mod.default_detector())
     listen = args.listen or settings.listen
     try:
-        server, thread = daemon_mod.start_http(daemon, listen)
+        endpoints = Endpoints(daemon, listen)
     except OSError as exc:
         print(f"probe: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
         if store is not None:
             store.close()
         return 1
     logging.getLogger("probe.service.daemon").info(
-        "serving metrics", extra={"fields": {"port": server.server_port, "loopback": _loopback(listen)}})
+        "serving metrics", extra={"fields": {"port": endpoints.port, "loopback": _loopback(listen)}})
     try:
-        return asyncio.run(daemon.run())
+        # the product's loop, as `probe run` uses: uvloop when installed
+        return run_loop(endpoints.serve(daemon.run()))
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        endpoints.close()
 
 
 def _loopback(listen: str) -> bool:

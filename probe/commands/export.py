@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
         "export",
         help="export records or events as JSONL, CSV or Parquet",
         description="Export stored measurements (or, with --events, blocking events) for "
-        "analysis. JSONL keeps OONI base-format field names; Parquet is a directory "
+        "analysis. JSONL holds one OONI measurement per target run (OONI's oonidata reads it); Parquet is a directory "
         "partitioned by date (date=YYYY-MM-DD/) with typed columns; CSV is flat with "
         "test_keys as JSON. The probe's own IP address is never exported.",
     )
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"probe: store error: {exc}", file=sys.stderr)
         return 1
-    what = "events" if args.events else "records"
+    what = "events" if args.events else ("measurements" if fmt == "jsonl" else "records")
     print(f"probe export: {summary.rows} {what} to {summary.path} ({summary.format}, "
           f"{summary.files} file(s), {summary.seconds:.1f} s)", file=sys.stderr)
     return 0

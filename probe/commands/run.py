@@ -3,8 +3,8 @@
 Exit codes: 0 when the run completed (blocked targets are results, not errors),
 2 on a configuration error (the message names file, line, key and value), 1 when
 the store or the output file cannot be written. Records already measured are
-written to ``--out`` and the store as each target finishes, so an interrupted
-run keeps what it measured.
+written to ``--out`` (one OONI measurement per target, docs/records.md) and the store as
+each target finishes, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from probe.analysis.ooni import measurement
 from probe.commands._cells import accessible_cell, blocking_cell
 from probe.core import config as config_mod
+from probe.core import ooni
 from probe.core.context import Context
 from probe.core.records import ProbeMeta
 from probe.pipeline import TargetOutcome
@@ -35,7 +37,10 @@ def register(sub: Any) -> None:
                         help="run every target once and exit (the daemon runs continuously)")
     parser.add_argument("--targets", metavar="FILE", help="targets file (default: the bundled targets.yaml)")
     parser.add_argument("--only", metavar="NAME", nargs="+", help="only these targets (controls always run)")
-    parser.add_argument("--out", metavar="FILE.jsonl", help="also write every record to this JSON Lines file")
+    parser.add_argument("--out", metavar="FILE.jsonl",
+                        help="also write one OONI measurement per target to this JSON Lines file")
+    parser.add_argument("--records", metavar="FILE.jsonl",
+                        help="also write every check and verdict record, in the store's own form, to this file")
     parser.add_argument("--store", metavar="PATH", help="SQLite store (default: settings.store)")
     parser.add_argument("--no-store", action="store_true", help="do not write the local store")
     parser.add_argument("--json", action="store_true", help="print verdict records as JSON instead of a table")
@@ -58,10 +63,14 @@ def _run(args: argparse.Namespace) -> int:
     meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)
     ctx = Context(settings=settings, meta=meta)
     out: IO[str] | None = None
+    raw: IO[str] | None = None
     try:
         out = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
+        raw = open(args.records, "w", encoding="utf-8") if args.records else None  # noqa: SIM115 - closed below
     except OSError as exc:
-        print(f"probe: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        print(f"probe: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        if out is not None:
+            out.close()
         return 1
     err = Console(stderr=True)
     try:
@@ -74,17 +83,20 @@ def _run(args: argparse.Namespace) -> int:
             def on_outcome(outcome: TargetOutcome) -> None:
                 records = outcome.records(meta)
                 if out is not None:
-                    for record in records:
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.write(ooni.encode(measurement(records)).decode("utf-8") + "\n")
                     out.flush()
+                if raw is not None:
+                    raw.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+                    raw.flush()
                 if store is not None:
                     store.append(records)
                 progress.update(task, advance=1, description=outcome.target.name)
 
             outcomes = run_loop(run_once(cfg, ctx, on_outcome))
     finally:
-        if out is not None:
-            out.close()
+        for sink in (out, raw):
+            if sink is not None:
+                sink.close()
         if store is not None:
             store.close()
     if args.json:

@@ -12,9 +12,13 @@ key, with its parser and default. docs/config.md documents each key.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
+import os
 import re
-from collections.abc import Callable, Mapping
+import stat
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -160,7 +164,7 @@ class _Ctx:
 def _scalar(node: yaml.Node) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         return node
-    return yaml.SafeLoader("").construct_object(node)
+    return yaml.constructor.SafeConstructor().construct_object(node)  # a whole SafeLoader costs 40 us
 
 
 def _show(node: yaml.Node) -> str:
@@ -442,26 +446,106 @@ def _target(node: yaml.Node, where: str, ctx: _Ctx) -> Target:
     return Target(**values, line=node.start_mark.line + 1)
 
 
+MAX_FILE_BYTES = 1 << 20  # a targets or scenario file; docs/config.md says it
+MAX_DEPTH = 32  # nested lists and mappings
+MAX_VALUES = 200_000  # scalars, lists and mappings once aliases are expanded
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built
+
+
 def read_text(path: str | Path) -> str:
-    """A YAML file's text, or a ConfigError naming the file (shared by every YAML loader here)."""
+    """A YAML file's text, or a ConfigError naming the file (shared by every YAML loader here).
+
+    Only a regular file of at most :data:`MAX_FILE_BYTES` is read: a FIFO or a device
+    would block or never end (the open is non-blocking, so a FIFO cannot hang it).
+    """
     try:
-        return Path(path).read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(str(path), None, "", "is not a regular file")
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(str(path), None, "", f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(str(path), None, "", f"is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(path), None, "", "is not UTF-8 text") from None
+
+
+def _line(event: yaml.Event) -> int | None:
+    return event.start_mark.line + 1 if event.start_mark is not None else None
+
+
+def _check_shape(text: str, path: str) -> None:
+    """Refuse, from the event stream, documents too big, too deep or that aliases blow up.
+
+    Composition and every walk of the tree recurse and expand aliases; the parser's
+    events do not. Each alias counts as the values its anchor holds, so a "billion
+    laughs" document stops at :data:`MAX_VALUES` instead of spinning forever.
+    """
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(path, None, "", f"is larger than {MAX_FILE_BYTES} bytes")
+    depth, values = 0, 0
+    sizes: dict[str, int] = {}
+    opened: list[tuple[str | None, int]] = []
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            values += sizes.get(event.anchor or "", 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            values += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth, values = depth + 1, values + 1
+            opened.append((event.anchor, values))
+            if depth > MAX_DEPTH:
+                raise ConfigError(path, _line(event), "", f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent) and opened:
+            depth -= 1
+            anchor, first = opened.pop()
+            if anchor:
+                sizes[anchor] = values - first + 1
+        if values > MAX_VALUES:
+            raise ConfigError(path, _line(event), "", f"more than {MAX_VALUES} values once aliases are expanded")
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def compose(text: str, path: str) -> yaml.Node:
     """The document's node tree (kept for line numbers), or a ConfigError naming the line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_shape(text, path)
+        with _no_gc():  # a node tree has no cycles; the collector's passes over it tripled the time
+            root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise ConfigError(path, line, "", f"invalid YAML: {exc.problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(path, line, "", f"invalid YAML: character #x{code:04x} is not allowed") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, None, "", f"invalid YAML: {exc}") from None
     if root is None:
         raise ConfigError(path, None, "", "the file is empty")
     return root
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Any other YAML file the probe reads (a secrets file), as plain data, within the same limits."""
+    return _plain(compose(read_text(path), str(path)))
 
 
 def load_text(text: str, path: str = "<string>") -> Config:

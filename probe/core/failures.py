@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import re
 import ssl
 from typing import Final, Literal
@@ -46,6 +47,9 @@ SSL_INVALID_CERTIFICATE: Final = "ssl_invalid_certificate"
 SSL_FAILED_HANDSHAKE: Final = "ssl_failed_handshake"
 HTTP_PROTOCOL_ERROR: Final = "http_protocol_error"
 HTTP_BODY_TOO_LARGE: Final = "http_response_too_large"
+HTTP_DECODING: Final = "http_response_decoding_error"  # extension: a body that does not inflate
+DNS_WRONG_QUERY_ID: Final = "dns_reply_with_wrong_query_id"  # OONI's, also for a reply from elsewhere
+JSON_PARSE: Final = "json_parse_error"
 PERMISSION_DENIED: Final = "operation_not_permitted"
 ADDRESS_FAMILY_UNSUPPORTED: Final = "address_family_not_supported"
 UNKNOWN_PREFIX: Final = "unknown_failure"
@@ -72,6 +76,9 @@ KNOWN: Final[frozenset[str]] = frozenset(
         SSL_FAILED_HANDSHAKE,
         HTTP_PROTOCOL_ERROR,
         HTTP_BODY_TOO_LARGE,
+        HTTP_DECODING,
+        DNS_WRONG_QUERY_ID,
+        JSON_PARSE,
         PERMISSION_DENIED,
         ADDRESS_FAMILY_UNSUPPORTED,
     }
@@ -103,6 +110,23 @@ def metric_label(failure: str | None) -> str:
         return "none"
     return failure if failure in KNOWN else UNKNOWN_PREFIX
 
+
+#: Our strings that OONI spells differently (probe-cli's netxlite emits ``dns_server_misbehaving``
+#: for every rcode other than NXDOMAIN, SERVFAIL and REFUSED, FORMERR included).
+_OONI_NAMES: Final[dict[str, str]] = {DNS_FORMAT: "dns_server_misbehaving"}
+#: Our strings with no OONI equivalent, kept as extensions (docs/records.md lists them). OONI
+#: writes ``unknown_failure: <text>`` for a malformed HTTP reply and for EPERM, and truncates an
+#: oversized body without a failure.
+OONI_EXTENSIONS: Final[frozenset[str]] = frozenset(
+    {HTTP_PROTOCOL_ERROR, HTTP_BODY_TOO_LARGE, PERMISSION_DENIED, HTTP_DECODING}
+)
+
+
+def ooni(failure: str | None) -> str | None:
+    """The failure as OONI writes it in a measurement (the OONI name where OONI has one)."""
+    if failure is None:
+        return None
+    return _OONI_NAMES.get(failure, failure)
 
 # -- Scrubbing -------------------------------------------------------------------
 
@@ -198,8 +222,11 @@ def _classify_one(exc: BaseException) -> str | None:
 
 def _classify_dns(exc: BaseException) -> str | None:
     import dns.exception
+    import dns.query
     import dns.resolver
 
+    if isinstance(exc, dns.query.UnexpectedSource | dns.query.BadResponse):
+        return DNS_WRONG_QUERY_ID
     if isinstance(exc, dns.resolver.NXDOMAIN):
         return DNS_NXDOMAIN
     if isinstance(exc, dns.resolver.NoAnswer):
@@ -226,6 +253,10 @@ def _classify_httpx(exc: BaseException) -> str | None:
         return HTTP_PROTOCOL_ERROR
     if isinstance(exc, httpx.LocalProtocolError):
         return HTTP_PROTOCOL_ERROR
+    if isinstance(exc, httpx.DecodingError):
+        return HTTP_DECODING
+    if isinstance(exc, json.JSONDecodeError):
+        return JSON_PARSE
     return None
 
 

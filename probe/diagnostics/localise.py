@@ -20,7 +20,6 @@ forwards it, i.e. at TTL k+1, and is reported as hop k (docs/diagnostics.md).
 
 from __future__ import annotations
 
-import re
 import select
 import socket
 import ssl
@@ -102,10 +101,9 @@ def response_outcome(data: bytes, protocol: str) -> str:
     status = lines[0].split()[1] if len(lines[0].split()) > 1 else ""
     headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
     headers = {k.strip().lower(): v.strip() for k, v in headers.items()}
-    text = body.decode("utf-8", "replace")
-    title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
-    if status == "451" or blockpages.match(text, title.group(1) if title else None, headers.get("location"),
-                                           headers):
+    text = body[: blockpages.SCAN_BYTES].decode("utf-8", "replace")
+    title = blockpages.page_title(body)  # linear: a backtracking regex took seconds on hostile pages
+    if status == "451" or blockpages.match(text, title, headers.get("location"), headers):
         return "blockpage"
     return "response"
 

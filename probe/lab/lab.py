@@ -334,7 +334,7 @@ class Lab:
         stamp = f"{time.monotonic_ns()}"
         targets, out = self.state / f"targets-{stamp}.yaml", self.state / f"out-{stamp}.jsonl"
         targets.write_text(targets_yaml)
-        argv = [sys.executable, "-m", "probe", "run", "--once", "--targets", str(targets), "--out", str(out),
+        argv = [sys.executable, "-m", "probe", "run", "--once", "--targets", str(targets), "--records", str(out),
                 "--no-store", "--json"]
         if only:
             argv += ["--only", *only]

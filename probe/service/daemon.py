@@ -27,7 +27,8 @@ seconds on a busy disk would otherwise freeze every worker and fire their timers
 shows any stall that remains. Each stage has its own timeout inside the
 checks; a run also has an overall budget derived from them, as a safety net.
 
-Signals. SIGHUP reloads the targets file: an invalid file keeps the running
+Signals. SIGHUP reloads the targets file (read and validated in a thread, within the
+loader's size and shape limits): an invalid file keeps the running
 configuration, logs the error and sets ``probe_config_last_reload_successful`` to 0.
 SIGTERM/SIGINT stop scheduling, let in-flight runs finish for up to ``grace``
 seconds, cancel the rest, flush the store and return 0.
@@ -47,18 +48,13 @@ import json
 import logging
 import random
 import signal
-import socket
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -73,7 +69,6 @@ from probe.service.metrics import MetricsState, registry_for, render
 
 log = logging.getLogger("probe.service.daemon")
 
-MAX_PROBE_REQUESTS = 4  # concurrent /probe requests; more get 503
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
 
@@ -172,11 +167,6 @@ def default_detector() -> Detect:
     return RecordDetector().feed
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 # -- The scheduler ------------------------------------------------------------------------
 
 
@@ -219,6 +209,7 @@ class Daemon:
         self._controls: dict[str, bool | None] = {}
         self._outcomes = Tracker()  # what each target's last decisive run found (re-test on a change)
         self._retests: dict[str, asyncio.Task[None]] = {}  # target -> its burst of re-tests
+        self._reloads: set[asyncio.Future[bool]] = set()  # SIGHUP reloads reading the file in a thread
         self._retest_slots: asyncio.Semaphore | None = None
         self._events: dict[str, Event] = {}
         self._queue: asyncio.Queue[tuple[float, _Job]] | None = None
@@ -227,7 +218,6 @@ class Daemon:
         self._idle: asyncio.Event | None = None
         self._in_flight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._probe_slots = threading.BoundedSemaphore(MAX_PROBE_REQUESTS)
         self._writer: ThreadPoolExecutor | None = None
 
     # -- configuration -------------------------------------------------------------------
@@ -266,13 +256,32 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the targets file; keep the running configuration if it is invalid."""
-        path = self.config.path
         try:
-            new = config_mod.load(path)
+            new = config_mod.load(self.config.path)
         except ConfigError as exc:
-            self.state.set_reload(False)
-            _log(logging.ERROR, "reload failed, keeping the running configuration", error=str(exc))
-            return False
+            return self._reload_failed(exc)
+        return self._reloaded(new)
+
+    async def reload_off_loop(self) -> bool:
+        """:meth:`reload`, reading and validating the file in a thread (up to 1 MiB: ~1 s), so
+        that the measurements in flight never see the loop stall (SIGHUP uses this)."""
+        try:
+            new = await asyncio.to_thread(config_mod.load, self.config.path)
+        except ConfigError as exc:
+            return self._reload_failed(exc)
+        return self._reloaded(new)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.ensure_future(self.reload_off_loop())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def _reload_failed(self, exc: ConfigError) -> bool:
+        self.state.set_reload(False)
+        _log(logging.ERROR, "reload failed, keeping the running configuration", error=str(exc))
+        return False
+
+    def _reloaded(self, new: Config) -> bool:
         old = self.config.settings
         for key in ("concurrency", "listen", "store"):
             if getattr(old, key) != getattr(new.settings, key):
@@ -302,7 +311,7 @@ class Daemon:
         if self.store is not None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-store")
         if install_signals:
-            self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+            self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.stop)
         workers = [asyncio.create_task(self._worker(), name=f"worker-{i}")
@@ -580,29 +589,32 @@ class Daemon:
 
     # -- /probe -------------------------------------------------------------------------
 
-    def probe_target(self, name: str, timeout: float | None = None) -> bytes:
-        """Measure one target now (from the HTTP thread); its metrics in a fresh registry."""
+    async def probe_target(self, name: str, limit: float | None = None) -> bytes:
+        """Measure one target now, for ``/probe``: its metrics in a fresh registry.
+
+        ``limit`` bounds the run (else the target's own run budget). A run that runs out of time
+        answers ``probe_success 0`` and stores nothing, as blackbox_exporter does: a measurement
+        cut short is never turned into a verdict. Raises KeyError for an unknown target.
+        """
         target = next((t for t in self.config.targets if t.name == name), None)
         if target is None:
             raise KeyError(name)
-        if self.loop is None:
-            raise RuntimeError("the daemon is not running yet")
-        budget = run_budget(target, self.ctx.settings)
+        budget = run_budget(target, self.ctx.settings) if limit is None else limit
         state = MetricsState()
         start = time.perf_counter()
-
-        async def once() -> Outcome:
-            async with asyncio.timeout(budget):
-                return await self.measure(target, self.ctx, Controls(network_ok=self._network_ok()))
-
         success = 0.0
         try:
-            outcome = asyncio.run_coroutine_threadsafe(once(), self.loop).result(timeout or budget + 5)
+            if budget <= 0:  # the request spent its time waiting for a slot
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                outcome = await self.measure(target, self.ctx, Controls(network_ok=self._network_ok()))
             state.observe(outcome.records(self.ctx.meta))
             success = 1.0 if outcome.verdict.accessible else 0.0
+        except TimeoutError:
+            log.warning("on-demand probe ran out of time", extra={"fields": {"target": name, "seconds": budget}})
         except Exception:  # noqa: BLE001 - reported as probe_success 0, like blackbox_exporter
             log.exception("on-demand probe failed", extra={"fields": {"target": name}})
-        registry = registry_for(state, daemon=False, process=False)
+        registry = registry_for(state, daemon=False, process=False, info=False)
         registry.register(_ProbeSummary(success, time.perf_counter() - start))
         return render(state, registry=registry)
 
@@ -628,79 +640,3 @@ class _ProbeSummary(Collector):
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("probe_success", "1 if the target was accessible.", value=self.success)
         yield GaugeMetricFamily("probe_duration_seconds", "How long the on-demand probe took.", value=self.duration)
-
-
-# -- HTTP -----------------------------------------------------------------------------------
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-
-class _ThreadingServer(WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
-
-    def _handle(self, request: Any, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
-def wsgi_app(daemon: Daemon) -> Callable[..., Iterable[bytes]]:
-    registry = registry_for(daemon.state)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            body = render(daemon.state, registry=registry)
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-            return [body]
-        if path == "/probe":
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            name = (query.get("target") or [""])[0]
-            if not daemon._probe_slots.acquire(blocking=False):
-                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-                return [b"too many concurrent /probe requests\n"]
-            try:
-                body = daemon.probe_target(name)
-            except KeyError:
-                start_response("400 Bad Request", [("Content-Type", "text/plain")])
-                return [f"unknown target {name!r}\n".encode()]
-            finally:
-                daemon._probe_slots.release()
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-            return [body]
-        if path in ("/-/healthy", "/-/ready"):
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"OK\n"]
-        if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html")])
-            return [b"<html><body><h1>probe</h1><p><a href='/metrics'>/metrics</a> "
-                    b"&middot; /probe?target=NAME</p></body></html>"]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found\n"]
-
-    return app
-
-
-def start_http(daemon: Daemon, listen: str) -> tuple[WSGIServer, threading.Thread]:
-    """Serve /metrics and /probe on ``listen`` (HOST:PORT) from a background thread."""
-    host, port = parse_listen(listen)
-    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
-    server = make_server(host, port, wsgi_app(daemon), server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
-                              name="metrics-http")
-    thread.start()
-    return server, thread

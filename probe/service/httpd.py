@@ -32,7 +32,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 451: "Unavailable"}
+REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 451: "Unavailable",
+           503: "Service Unavailable"}
 
 
 def page(title: str, text: str) -> bytes:

@@ -386,9 +386,9 @@ def render_targets(state: MetricsState) -> str:
 class ProbeCollector(Collector):
     """The build info and the daemon's health, rendered at scrape time."""
 
-    def __init__(self, state: MetricsState, *, daemon: bool = True) -> None:
+    def __init__(self, state: MetricsState, *, daemon: bool = True, info: bool = True) -> None:
         self.state = state
-        self.daemon = daemon
+        self.daemon, self.info = daemon, info
 
     def describe(self) -> Iterable[Metric]:
         return []  # unchecked collector
@@ -396,7 +396,7 @@ class ProbeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self.state.lock:
             health = _copy_health(self.state.health)
-        yield from _global_families(health, daemon=self.daemon)
+        yield from _global_families(health, daemon=self.daemon, info=self.info)
 
 
 def _copy_histogram(h: Histogram) -> Histogram:
@@ -416,11 +416,12 @@ def _copy_health(h: Health) -> Health:
     )
 
 
-def _global_families(h: Health, *, daemon: bool) -> Iterator[Metric]:
-    info = InfoMetricFamily("probe_build", "Build information (always 1).")
-    info.add_metric([], {"version": __version__, "schema_version": SCHEMA_VERSION,
-                         "python_version": platform.python_version()})
-    yield info
+def _global_families(h: Health, *, daemon: bool, info: bool = True) -> Iterator[Metric]:
+    if info:
+        build = InfoMetricFamily("probe_build", "Build information (always 1).")
+        build.add_metric([], {"version": __version__, "schema_version": SCHEMA_VERSION,
+                              "python_version": platform.python_version()})
+        yield build
     if not daemon:
         return
     yield GaugeMetricFamily("probe_config_last_reload_successful",
@@ -463,12 +464,17 @@ def _global_families(h: Health, *, daemon: bool) -> Iterator[Metric]:
     yield retests
 
 
-def registry_for(state: MetricsState, *, daemon: bool = True, process: bool = True) -> CollectorRegistry:
-    """A registry with the probe collector (and process metrics for the daemon's own health)."""
+def registry_for(state: MetricsState, *, daemon: bool = True, process: bool = True, info: bool = True,
+                 ) -> CollectorRegistry:
+    """A registry with the probe collector (and process metrics for the daemon's own health).
+
+    ``info=False`` leaves out ``probe_build_info``: a ``/probe`` answer is scraped under the
+    target's name as its instance, and dashboards list probes by that series.
+    """
     from prometheus_client import ProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProbeCollector(state, daemon=daemon))
+    registry.register(ProbeCollector(state, daemon=daemon, info=info))
     if process:
         ProcessCollector(registry=registry)
     return registry

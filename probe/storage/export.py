@@ -2,10 +2,10 @@
 
 Formats:
 
-* ``jsonl``: one record per line, exactly the stored record with its OONI
-  base-format names (``measurement_start_time``, ``probe_cc``, ``probe_asn``,
-  ``test_name``, ``test_runtime``, ``input``, ``test_keys``, ...). Lines are joined
-  from the stored JSON texts without parsing them.
+* ``jsonl``: one OONI measurement per line, one per target run
+  (:mod:`probe.core.ooni`, built from the run's records by
+  :mod:`probe.analysis.ooni`), which OONI's own reader (``oonidata``) loads. A run
+  is in the range when it started (its verdict's time) in it.
 * ``csv``: the flat columns of :data:`RECORD_SCHEMA`, ``test_keys`` as JSON text.
 * ``parquet``: a directory partitioned hive-style by the UTC date of the
   measurement (``date=YYYY-MM-DD/part-0.parquet``), with real column types:
@@ -40,11 +40,12 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,20 +53,21 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from probe.core import records
+from probe.analysis.ooni import RUN_HORIZON, group_runs, measurement
+from probe.core import ooni, records
 from probe.storage.store import (
     ENVELOPE_FIELDS,
     FORBIDDEN_KEYS,
     Store,
     event_record,
     mentions_forbidden,
-    record_json,
+    seconds_to_us,
     strip_forbidden,
+    time_us,
 )
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 BATCH = 25_000
-JSONL_BATCH = 5_000  # JSONL needs no columnar batch; smaller is leaner
 _DAY_US = 86_400_000_000
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -254,21 +256,17 @@ def export(
     try:
         if events:
             rows, files = _export_events(store, fmt, dest.tmp, since, until, target, service)
+        elif fmt == "jsonl":
+            rows, files = _write_measurements(store, dest.tmp, since, until, target, service), 1
         else:
             batches = store.query_raw(
                 since=since, until=until, target=target, service=service,
-                batch=min(batch, JSONL_BATCH) if fmt == "jsonl" else batch,
+                batch=batch,
             )
-            try:
-                if fmt == "jsonl":
-                    rows, files = _write_jsonl(store, batches, dest.tmp), 1
-                elif fmt == "csv":
-                    rows, files = _write_csv(store, batches, dest.tmp), 1
-                else:
-                    rows, files = _write_parquet(store, batches, dest.tmp)
-            finally:
-                if fmt == "jsonl":  # the other formats close it on their reading thread
-                    batches.close()
+            if fmt == "csv":  # both close ``batches`` on their reading thread
+                rows, files = _write_csv(store, batches, dest.tmp), 1
+            else:
+                rows, files = _write_parquet(store, batches, dest.tmp)
         dest.commit()
     except BaseException:
         dest.discard()
@@ -290,18 +288,39 @@ def _clean_json(text: str) -> str:
     return json.dumps(strip_forbidden(json.loads(text)), separators=(",", ":"), ensure_ascii=False)
 
 
-def _write_jsonl(store: Store, batches: Iterator[list[tuple[int, int, str, str]]], path: Path) -> int:
+def _stored_records(
+    store: Store, since: float | None, until: float | None, target: str | None, service: str | None
+) -> Iterator[dict[str, Any]]:
+    """The records of the target runs that started in [since, until), forbidden keys removed.
+
+    A run's checks start after its verdict's start (the run's start), up to
+    :data:`RUN_HORIZON` later: read that much past ``until``.
+    """
+    later = None if until is None else until + RUN_HORIZON
+    for text in store.query_json(since=since, until=later, target=target, service=service):
+        record: dict[str, Any] = msgspec.json.decode(text)  # the same dicts as json.loads, faster
+        yield strip_forbidden(record) if mentions_forbidden(text) else record
+
+
+def measurement_line(group: Sequence[Mapping[str, Any]]) -> bytes:
+    """One JSONL line: the OONI measurement of one target run."""
+    return ooni.encode(measurement(group)) + b"\n"
+
+
+def _write_measurements(
+    store: Store, path: Path, since: float | None, until: float | None, target: str | None,
+    service: str | None,
+) -> int:
+    """JSONL: one OONI measurement per target run (probe.analysis.ooni), in run order."""
     count = 0
-    with path.open("w", encoding="utf-8", newline="\n") as sink:
-        for rows in batches:
-            texts = store.envelopes({eid for _, eid, _, _ in rows})
-            lines = [record_json(texts[eid], head, tk) for _, eid, head, tk in rows]
-            block = "\n".join(lines)
-            if mentions_forbidden(block):
-                block = "\n".join(_clean_json(line) for line in lines)
-            sink.write(block)
-            sink.write("\n")
-            count += len(rows)
+    limit = None if until is None else seconds_to_us(until)
+    with path.open("wb") as sink:
+        for group in group_runs(_stored_records(store, since, until, target, service)):
+            verdict = next(r for r in group if r.get("record_type") == "verdict")
+            if limit is not None and time_us(verdict["measurement_start_time"]) >= limit:
+                continue
+            sink.write(measurement_line(group))
+            count += 1
     return count
 
 

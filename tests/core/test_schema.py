@@ -37,15 +37,13 @@ def test_real_records_validate() -> None:
         VALIDATOR.validate(record)
 
 
-def test_exported_jsonl_validates(tmp_path: Path) -> None:
-    from probe.storage.export import export
-
+def test_stored_records_validate(tmp_path: Path) -> None:
+    """The store's normalised form (the JSONL export is OONI measurements: tests/core/test_ooni_schema.py)."""
     path = tmp_path / "s.sqlite"
     with Store(path) as store:
         store.append(make_records(3))
-        export(store, "jsonl", tmp_path / "x.jsonl")
-    for line in (tmp_path / "x.jsonl").read_text().splitlines():
-        VALIDATOR.validate(json.loads(line))
+        for text in store.query_json():
+            VALIDATOR.validate(json.loads(text))
 
 
 @pytest.mark.parametrize(
@@ -95,14 +93,12 @@ def test_every_field_is_documented() -> None:
 
 def test_retest_records_validate_and_their_marks_are_typed(tmp_path: Path) -> None:
     from probe.core.records import mark_retest
-    from probe.storage.export import export
 
     records = make_records(1)
     verdict = records[-1]
-    with Store(tmp_path / "s.sqlite") as store:  # stored and exported as they are
+    with Store(tmp_path / "s.sqlite") as store:  # stored as they are
         store.append(mark_retest(records, verdict["id"], 2))
-        export(store, "jsonl", tmp_path / "x.jsonl")
-    lines = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+        lines = [json.loads(text) for text in store.query_json()]
     assert len(lines) == len(records) and all(r["test_keys"]["retest_of"] == verdict["id"] for r in lines)
     for record in lines:
         VALIDATOR.validate(record)

@@ -8,6 +8,7 @@ In-process tests drive :class:`probe.service.daemon.Daemon` with a fake measure 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -20,6 +21,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,8 @@ from probe.core.context import Context
 from probe.core.records import CheckResult, Event, ProbeMeta, Verdict, parse_time
 from probe.pipeline import TargetOutcome
 from probe.service import daemon as daemon_mod
+from probe.service import endpoints as endpoints_mod
+from probe.service.endpoints import Endpoints
 from probe.service.metrics import EventKey, render
 from probe.storage.store import Store
 
@@ -375,14 +380,24 @@ def test_json_logs_are_one_line_and_scrub_addresses() -> None:
     assert second["msg"] == "measured" and second["blocking"] is False and second["level"] == "info"
 
 
+@contextlib.asynccontextmanager
+async def serving(d: daemon_mod.Daemon) -> AsyncIterator[int]:
+    """The daemon running, with its HTTP endpoints on a free port of its loop."""
+    endpoints = Endpoints(d, "127.0.0.1:0")
+    task = asyncio.create_task(endpoints.serve(d.run(install_signals=False)))
+    try:
+        await asyncio.sleep(0.3)
+        yield endpoints.port
+    finally:
+        d.stop()
+        await asyncio.wait_for(task, 10)
+        endpoints.close()
+
+
 async def test_metrics_and_probe_endpoints_over_http() -> None:
     d = make_daemon(targets_yaml(["a"], interval=10) + "  - {name: blk, service: svc, category: x, "
                     "addresses: [127.0.0.1], checks: [tcp], options: {fake: blocked}}\n")
-    server, thread = daemon_mod.start_http(d, "127.0.0.1:0")
-    port = server.server_port
-    task = asyncio.create_task(d.run(install_signals=False))
-    try:
-        await asyncio.sleep(0.3)
+    async with serving(d) as port:
 
         def get(path: str) -> tuple[int, str]:
             try:
@@ -401,14 +416,66 @@ async def test_metrics_and_probe_endpoints_over_http() -> None:
         assert 'probe_check_failures_total{check="tcp",failure="connection_reset",service="svc",target="blk"} 1.0' \
             in text
         assert "target=\"a\"" not in text and "probe_scheduler" not in text  # fresh registry, one target
+        assert "probe_build_info" not in text  # scraped under the target's name: not a probe of the fleet
         status, _ = await asyncio.to_thread(get, "/probe?target=nope")
         assert status == 400
-    finally:
-        d.stop()
-        await asyncio.wait_for(task, 5)
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        status, text = await asyncio.to_thread(get, "/-/healthy")
+        assert (status, text) == (200, "OK\n")
+        status, _ = await asyncio.to_thread(get, "/nothing-here")
+        assert status == 404
+
+
+def _get_many(port: int, path: str, n: int, headers: dict[str, str] | None = None,
+              ) -> list[tuple[int, str, str | None]]:
+    """``n`` requests at once, each from its own thread: (status, body, Retry-After)."""
+    def one(_: int) -> tuple[int, str, str | None]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return resp.status, resp.read().decode(), resp.headers.get("Retry-After")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), exc.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+async def test_a_burst_of_probe_requests_waits_its_turn_and_is_never_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 requests at once (a Prometheus with hundreds of /probe targets): all answered, none refused,
+    never more measurements at once than the limit."""
+    monkeypatch.setattr(endpoints_mod, "PROBE_CONCURRENCY", 16)
+    d = make_daemon(targets_yaml(["slow"], interval=3600, extra=", options: {delay: 0.05}"))
+    async with serving(d) as port:
+        STATS.update(max_active=0)
+        answers = await asyncio.to_thread(_get_many, port, "/probe?target=slow", 600)
+    assert [status for status, _, _ in answers].count(200) == 600
+    assert all("probe_success 1.0" in body for _, body, _ in answers)
+    assert STATS["max_active"] <= 16
+
+
+async def test_probe_requests_beyond_the_queue_get_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(endpoints_mod, "PROBE_CONCURRENCY", 2)
+    monkeypatch.setattr(endpoints_mod, "PROBE_QUEUE", 10)
+    d = make_daemon(targets_yaml(["slow"], interval=3600, extra=", options: {delay: 0.5}"))
+    async with serving(d) as port:
+        answers = await asyncio.to_thread(_get_many, port, "/probe?target=slow", 40)
+    refused = [a for a in answers if a[0] == 503]
+    assert 10 <= len(answers) - len(refused) < 40 and refused
+    assert all(retry == "5" and "more than 10" in body for _, body, retry in refused)
+
+
+async def test_probe_honours_prometheus_scrape_timeout_and_stores_nothing_cut_short() -> None:
+    store = ListStore()
+    d = make_daemon(targets_yaml(["slow"], interval=3600, extra=", options: {delay: 30}"), store=store, grace=0.5)
+    async with serving(d) as port:
+        stored = len(store.records)
+        t0 = time.monotonic()
+        answers = await asyncio.to_thread(_get_many, port, "/probe?target=slow", 1,
+                                          {"X-Prometheus-Scrape-Timeout-Seconds": "1.5"})
+        took = time.monotonic() - t0
+    assert answers[0][0] == 200 and "probe_success 0.0" in answers[0][1]
+    assert took < 10  # 1 s of measuring (1.5 s less the margin), not the target's 30 s
+    assert len(store.records) == stored
 
 
 async def test_real_store_receives_records(tmp_path: Path) -> None:

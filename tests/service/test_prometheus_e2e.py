@@ -184,13 +184,24 @@ class Prom:
                              step="1")["result"])
 
 
-def start_prometheus(tmp: Path, probe_port: int) -> tuple[subprocess.Popen[bytes], Prom]:
+def on_demand_job(probe_port: int, targets: list[str]) -> dict[str, Any]:
+    """deploy/prometheus.yml's documented ``probe-on-demand`` job, pointed at this daemon."""
+    jobs = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    job: dict[str, Any] = next(j for j in jobs if j["job_name"] == "probe-on-demand")
+    job.update(scrape_interval="2s", scrape_timeout="2s", static_configs=[{"targets": targets}])
+    address = next(r for r in job["relabel_configs"] if r.get("target_label") == "__address__")
+    address["replacement"] = f"127.0.0.1:{probe_port}"
+    return job
+
+
+def start_prometheus(tmp: Path, probe_port: int, on_demand: list[str]) -> tuple[subprocess.Popen[bytes], Prom]:
     port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
         "rule_files": [str(DEPLOY / "rules" / "probe.rules.yml")],
         "scrape_configs": [{"job_name": "probe", "static_configs": [
-            {"targets": [f"127.0.0.1:{probe_port}"], "labels": {"instance": "probe-test"}}]}],
+            {"targets": [f"127.0.0.1:{probe_port}"], "labels": {"instance": "probe-test"}}]},
+            on_demand_job(probe_port, on_demand)],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
@@ -239,7 +250,8 @@ def test_prometheus_scrapes_the_daemon_dashboards_and_alerts(tmp_path: Path, ca_
         )
         prom_proc = None
         try:
-            prom_proc, prom = start_prometheus(tmp_path, probe_port)
+            # both uses at once: the continuous job and the blackbox-style /probe job
+            prom_proc, prom = start_prometheus(tmp_path, probe_port, on_demand=["web", "blocked"])
             # -- benign phase ------------------------------------------------------------
             wait_for(lambda: len(prom.query('probe_reachable{service="web"}')) >= 6, 40, "web checks scraped")
             web = {r["metric"]["check"]: r["value"][1] for r in prom.query('probe_reachable{service="web"}')}
@@ -257,10 +269,20 @@ def test_prometheus_scrapes_the_daemon_dashboards_and_alerts(tmp_path: Path, ca_
             time.sleep(2)
             missing = [title for title, expr in dashboard_queries() if not prom.query_range(expr)]
             assert missing == [], f"panels without data: {missing}"
-            fired = prom.query(exprs["ProbeBlockingStarted"])
-            assert {(r["metric"]["target"], r["metric"]["type"]) for r in fired} == {("blocked", "tcp_ip")}
-            assert labels(prom.query(exprs["ProbeThrottlingDetected"]), "target") == {"web"}
+            wait_for(lambda: prom.query('probe_success{job="probe-on-demand",instance="blocked"} == 0'), 30,
+                     "the on-demand job measuring the blocked target")
+            time.sleep(2)
+            fired = prom.query(exprs["ProbeBlockingStarted"])  # once, from the daemon: not again per job
+            assert [(r["metric"]["instance"], r["metric"]["target"], r["metric"]["type"]) for r in fired] == \
+                [("probe-test", "blocked", "tcp_ip")]
+            assert prom.query('probe_blocking{job="probe-on-demand",target="blocked",type="tcp_ip"} == 1')
+            throttled = prom.query(exprs["ProbeThrottlingDetected"])
+            assert [(r["metric"]["instance"], r["metric"]["target"]) for r in throttled] == [("probe-test", "web")]
             assert labels(prom.query(exprs["ProbeStale"]), "target") == {"stuck"}
+            # the dashboards' probe selector (label_values(probe_build_info, instance)) lists probes only
+            assert labels(prom.query("probe_build_info"), "instance") == {"probe-test"}
+            assert {r["metric"]["instance"]: r["value"][1] for r in prom.query('probe_success')} == \
+                {"web": "1", "blocked": "0"}
             assert prom.query(exprs["ProbeConfigReloadFailed"]) == []
             # the rules are loaded and evaluating: pending until their `for` elapses
             pending = prom.query('ALERTS{alertstate="pending"}')

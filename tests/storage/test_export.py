@@ -12,11 +12,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
-import pyarrow.json as pajson
 import pytest
 
 import probe.storage.export as export_mod
+from probe.analysis.ooni import measurement
 from probe.cli import main
+from probe.core.ooni import to_dict
 from probe.core.records import Event
 from probe.storage.export import EVENT_SCHEMA, RECORD_SCHEMA, ExportError, export, parse_when
 from probe.storage.store import Store, time_us
@@ -120,27 +121,25 @@ def test_parquet_round_trip_duckdb(store_path: Path, tmp_path: Path,
     assert verdicts == (sum(1 for r in records if r["test_keys"].get("accessible") is False),)
 
 
-def test_jsonl_keeps_records_and_ooni_names(store_path: Path, tmp_path: Path,
-                                            records: list[dict[str, Any]]) -> None:
+def _runs(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The test records grouped by target run (make_records: two checks, then the verdict)."""
+    return [records[i:i + 3] for i in range(0, len(records), 3)]
+
+
+def test_jsonl_is_one_ooni_measurement_per_run(store_path: Path, tmp_path: Path,
+                                               records: list[dict[str, Any]]) -> None:
     out = tmp_path / "out.jsonl"
-    _export(store_path, "jsonl", out)
+    summary = _export(store_path, "jsonl", out)
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line) for line in lines] == records
-    for name in ("measurement_start_time", "probe_cc", "probe_asn", "test_name", "test_runtime",
-                 "input", "test_keys", "report_id", "software_name"):
-        assert name in json.loads(lines[0])
-    # test_keys.blocking is false or a string (as in OONI), which Arrow's JSON type
-    # inference refuses; readers give the top-level schema and take test_keys as JSON.
-    top = pa.schema([f for f in RECORD_SCHEMA if f.name not in ("test_keys",
-                                                               "measurement_start_time")])
-    options = pajson.ParseOptions(explicit_schema=top, unexpected_field_behavior="ignore")
-    table = pajson.read_json(out, parse_options=options)
-    assert table.num_rows == len(records)
-    assert table.column("id").to_pylist() == [r["id"] for r in records]
-    assert table.column("ok").to_pylist() == [r["ok"] for r in records]
+    runs = _runs(records)
+    assert summary.rows == len(lines) == len(runs)
+    assert [json.loads(line) for line in lines] == [to_dict(measurement(run)) for run in runs]
+    first = json.loads(lines[0])
+    assert first["test_keys"]["evidence"] == [r["id"] for r in runs[0][:2]]
+    assert [c["id"] for c in first["test_keys"]["checks"]] == [r["id"] for r in runs[0][:2]]
     con = duckdb.connect()
-    assert con.execute(f"SELECT count(*), count(DISTINCT id) FROM read_json_auto('{out}')"
-                   ).fetchone() == (len(records), len(records))
+    assert con.execute(f"SELECT count(*), count(DISTINCT measurement_uid) FROM read_json_auto('{out}')"
+                       ).fetchone() == (len(runs), len(runs))
 
 
 def test_csv_round_trip(store_path: Path, tmp_path: Path, records: list[dict[str, Any]]) -> None:
@@ -173,7 +172,8 @@ def test_filters(store_path: Path, tmp_path: Path, records: list[dict[str, Any]]
                       service="telegram")
     want = [r for r in records
             if since * 1e6 <= time_us(r["measurement_start_time"]) < until * 1e6]
-    assert summary.rows == len(want) == 9
+    assert len(want) == 9
+    assert summary.rows == (len(want) // 3 if fmt == "jsonl" else len(want))  # jsonl: one per run
     assert _export(store_path, fmt, tmp_path / f"none.{fmt}", service="whatsapp").rows == 0
 
 
@@ -241,6 +241,9 @@ def test_exports_never_contain_the_probe_address(tmp_path: Path,
         files = [out] if out.is_file() else list(out.rglob("*.parquet"))
         for file in files:
             data = file.read_bytes()
+            if fmt == "jsonl":  # OONI's probe_ip, always the scrubbed value
+                assert data.count(b'"probe_ip"') == data.count(b'"probe_ip":"127.0.0.1"') == len(records) // 3
+                data = data.replace(b'"probe_ip":"127.0.0.1"', b"")
             assert b"probe_ip" not in data and b"client_ip" not in data, (fmt, file)
             assert b"203.0.113.9" not in data, (fmt, file)
         if fmt == "parquet":
@@ -299,7 +302,7 @@ def test_failure_midway_leaves_no_partial_file(store_path: Path, tmp_path: Path,
     if fmt != "parquet":
         previous.write_text("an earlier, complete export\n")
     calls = {"n": 0}
-    real_prepare, real_json = export_mod._prepare, export_mod.record_json
+    real_prepare, real_line = export_mod._prepare, export_mod.measurement_line
 
     def failing_prepare(store: Store, rows: Any) -> Any:
         calls["n"] += 1
@@ -307,14 +310,14 @@ def test_failure_midway_leaves_no_partial_file(store_path: Path, tmp_path: Path,
             raise OSError(28, "No space left on device")
         return real_prepare(store, rows)
 
-    def failing_json(*parts: str) -> str:
+    def failing_line(group: Any) -> bytes:
         calls["n"] += 1
-        if calls["n"] == 6:
+        if calls["n"] == 2:
             raise OSError(28, "No space left on device")
-        return real_json(*parts)
+        return real_line(group)
 
     monkeypatch.setattr(export_mod, "_prepare", failing_prepare)
-    monkeypatch.setattr(export_mod, "record_json", failing_json)
+    monkeypatch.setattr(export_mod, "measurement_line", failing_line)
     with pytest.raises(OSError, match="No space"):
         _export(store_path, fmt, previous)
     expected = [previous.name] if fmt != "parquet" else []
@@ -339,8 +342,8 @@ def test_cli_export_and_show(store_path: Path, tmp_path: Path,
     monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "cli.jsonl"
     assert main(["export", "--store", str(store_path), "--out", str(out)]) == 0
-    assert f"{len(records)} records" in capsys.readouterr().err
-    assert len(out.read_text().splitlines()) == len(records)
+    assert f"{len(records) // 3} measurements" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == len(records) // 3
     assert main(["show", "--store", str(store_path), "--json", "--limit", "2"]) == 0
     shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     verdicts = [r for r in records if r["record_type"] == "verdict"]
