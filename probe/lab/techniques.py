@@ -75,7 +75,7 @@ def dns_inject(lab: Lab, handle: Handle, host: str, answer: str = SINKHOLE) -> N
     pid = lab.spawn(lab.ns_censor, [sys.executable, "-m", "probe.lab.censor", "inject", str(lab.state), "left",
                                     host, answer, queue], f"inject-{host}.log")
     handle.pids.append(pid)
-    lab.wait_until(ready.exists, f"the DNS injector (inject-{host}.log)", 20)
+    lab.wait_until(ready.exists, f"the DNS injector (inject-{host}.log)", 60)  # scapy loads slowly under load
     handle.undo.append(["rm", "-f", str(ready)])
     qname = "".join(f"|{len(label):02x}|{label}" for label in host.rstrip(".").split(".")) + "|00|"
     for chain in ("FORWARD", "OUTPUT"):
