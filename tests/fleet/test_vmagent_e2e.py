@@ -151,8 +151,8 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             vm.start()
             wait_until(lambda: vm.query("up", at=up_at + 5), 60, "samples after the outage")
             window = (down_at - 5, up_at + 5)
-            wait_until(lambda: all(max_gap(vm.export(f'up{{probe="{p}"}}', *window), *window) <= MAX_GAP for p in PROBES),
-                       60, "the buffered samples of the outage")
+            wait_until(lambda: all(max_gap(vm.export(f'up{{probe="{p}"}}', *window), *window) <= MAX_GAP
+                                   for p in PROBES), 60, "the buffered samples of the outage")
             for probe_id in PROBES:
                 samples = vm.export(f'probe_build_info{{probe="{probe_id}"}}', *window)
                 assert max_gap(samples, *window) <= MAX_GAP, (probe_id, max_gap(samples, *window))
