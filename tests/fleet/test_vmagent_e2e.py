@@ -17,7 +17,6 @@ it, remote-writing with basic auth to one VictoriaMetrics on loopback. Checked:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -29,8 +28,9 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.grafana.dashboards import STATES
 from probe.fleet.vmagent import vmagent_config
-from tests.service.test_prometheus_e2e import benign, blocking, loopback_servers, settings
+from tests.service.test_prometheus_e2e import benign, blocking, dashboard_queries, loopback_servers, settings
 from tests.vm import (
     MISSING,
     SKIP_REASON,
@@ -57,20 +57,6 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)
 def alert_exprs() -> dict[str, str]:
     data = yaml.safe_load((DEPLOY / "rules" / "probe.rules.yml").read_text())
     return {r["alert"]: r["expr"] for g in data["groups"] for r in g["rules"]}
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, expr) of every panel query, the dashboard variables set to "all" (web for a service)."""
-    out = []
-    for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
-        data = json.loads(path.read_text())
-        for panel in data["panels"]:
-            for target in panel.get("targets", []):
-                expr = target["expr"].replace("$__rate_interval", "15s").replace("$service", "web")
-                for var in ("$instance", "$probe", "$cc", "$asn"):
-                    expr = expr.replace(var, ".*")
-                out.append((f"{path.name}: {panel['title']}", expr))
-    return out
 
 
 def by(result: list[dict[str, Any]], *keys: str) -> set[tuple[str, ...]]:
@@ -142,6 +128,17 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             missing = [where for where, expr in dashboard_queries()
                        if not vm.query_range(expr, now - 60, now, INTERVAL)]
             assert missing == [], f"panels without data in VictoriaMetrics: {missing}"
+            # the fleet overview's cells: (service, cc, asn) -> probes in each state
+            states = {}
+            for state, expr in STATES.items():
+                expr = expr.replace("$cc", ".*").replace("$asn", ".*").replace("$service", ".*")
+                for row in vm.query(f"count by (service, cc, asn) ({expr})"):
+                    states[(state, *(row["metric"][k] for k in ("service", "cc", "asn")))] = row["value"][1]
+            assert states == {
+                ("blocked", "chat", "DE", "AS3320"): "1", ("throttled", "web", "DE", "AS3320"): "1",
+                ("outage", "video", "DE", "AS3320"): "1",
+                ("ok", "web", "IR", "AS58224"): "1", ("ok", "control", "DE", "AS3320"): "1",
+                ("ok", "control", "IR", "AS58224"): "1"}, states
 
             # -- the store is down for OUTAGE seconds: vmagent buffers on disk ------------------------
             vm.stop()
