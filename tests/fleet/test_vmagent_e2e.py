@@ -18,6 +18,7 @@ it, remote-writing with basic auth to one VictoriaMetrics on loopback. Checked:
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import yaml
 
 from deploy.grafana.dashboards import STATES
 from probe.fleet.vmagent import vmagent_config
+from tests.service.test_metrics_docs import documented_families
 from tests.service.test_prometheus_e2e import benign, blocking, dashboard_queries, loopback_servers, settings
 from tests.vm import (
     MISSING,
@@ -109,6 +111,10 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             assert by(vm.query("up"), "probe", "job") == {(p, "probe") for p in PROBES}
             for name, expr in exprs.items():
                 assert vm.query(expr) == [], f"{name} fires while both probes are benign"
+            # every probe_* family a real daemon sent is one docs/metrics.md lists
+            names = {r["metric"]["__name__"] for r in vm.query('count by (__name__) ({__name__=~"probe_.+"})')}
+            bases = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+            assert bases - documented_families() == set()
 
             # -- probe-a: throttling starts, a target is blocked, another hangs -----------------------
             files["probe-a"].write_text(settings(ports, ca_file, tmp_path / "probe-a.sqlite") + blocking(ports))
