@@ -229,19 +229,25 @@ def _fleet_var(name: str, label: str, query: str) -> dash_b.QueryVariable:
             .current(dashboard.VariableOption(selected=True, text="All", value="$__all")))
 
 
-def _probe_state(family: str, selector: str, agg: str = "max") -> str:
-    """Per (probe, service, network): the family's worst value over the service's targets."""
-    return f"{agg} by ({PER_PROBE}) ({family}{{{NET}, service=~\"$service\"{selector}}})"
+def _probe_state(record: str) -> str:
+    """Per (probe, service, network): a series recorded by deploy/rules/fleet.rules.yml."""
+    return f'{record}{{{NET}, service=~"$service"}}'
 
 
-#: The four states of a (probe, service): what the overview counts per network.
+#: The four states of a (probe, service): what the overview counts per network. The recording
+#: rules aggregate each probe's targets once per interval; at 10,000 probes the raw families would
+#: cost seconds per panel (bench/fleet_metrics.py).
 STATES = {
-    "blocked": _probe_state("probe_blocking", ', type!="throttling"') + " == 1",
-    "throttled": _probe_state("probe_blocking", ', type="throttling"') + " == 1",
-    "outage": _probe_state("probe_verdict_inconclusive", "") + " == 1",
-    "ok": f"{_probe_state('probe_accessible', '', 'min')} == 1 unless on ({PER_PROBE}) "
-          f"{_probe_state('probe_blocking', '')} == 1",
+    "blocked": _probe_state("probe_service:blocked:max") + " == 1",
+    "throttled": _probe_state("probe_service:throttled:max") + " == 1",
+    "outage": _probe_state("probe_service:inconclusive:max") + " == 1",
+    "ok": f"{_probe_state('probe_service:accessible:min')} == 1 unless on ({PER_PROBE}) "
+          f"({_probe_state('probe_service:blocked:max')} == 1 or {_probe_state('probe_service:throttled:max')} == 1)",
 }
+
+#: Either recorded state (same labels: the sum is 1 or 2 where the probe sees one or both).
+BLOCKED_OR_THROTTLED = (f"clamp_max({_probe_state('probe_service:blocked:max')} + "
+                        f"{_probe_state('probe_service:throttled:max')}, 1)")
 
 
 def _link(title: str, url: str) -> dashboard.DynamicConfigValue:
@@ -277,12 +283,12 @@ def fleet() -> dash_b.Dashboard:
                             .current(dashboard.VariableOption(selected=True, text="Prometheus", value="Prometheus")))
              .with_variable(_fleet_var("cc", "Country", "label_values(probe_build_info, cc)"))
              .with_variable(_fleet_var("asn", "Network (ASN)", 'label_values(probe_build_info{cc=~"$cc"}, asn)'))
-             .with_variable(_fleet_var("service", "Service", "label_values(probe_accessible, service)"))
+             .with_variable(_fleet_var("service", "Service", "label_values(probe_service:accessible:min, service)"))
              .link(dash_b.DashboardLink("Per-probe dashboards").type(dashboard.DashboardLinkType.DASHBOARDS)
                    .tags(["probe"]).as_dropdown(True).include_vars(False).keep_time(True)))
     counts = [(ref, f"count by (service, cc, asn) ({expr})")
               for ref, expr in zip("ABCD", STATES.values(), strict=True)]
-    probes = ("E", f"count by (service, cc, asn) ({_probe_state('probe_accessible', '')})")
+    probes = ("E", f"count by (service, cc, asn) ({_probe_state('probe_service:accessible:min')})")
     shares = ("F", f"count by (service, cc, asn) ({STATES['blocked']}) / on (service, cc, asn) {probes[1]}")
     names = {f"Value #{ref}": name for ref, name in zip("ABCDEF", [*STATES, "probes", "share blocked"], strict=True)}
     events = f'probe_event_active{{{NET}, service=~"$service"}}'
@@ -299,8 +305,7 @@ def fleet() -> dash_b.Dashboard:
                         .description("Of the probes of each network that measure the service, the share whose "
                                      "verdict names a blocking type (throttling included). One probe alone may "
                                      "be its own link; many probes of one network is the network.")
-                        .with_target(_q(f"avg by (service, cc, asn) (max by ({PER_PROBE}) "
-                                        f'(probe_blocking{{{NET}, service=~"$service"}}))',
+                        .with_target(_q(f"avg by (service, cc, asn) ({BLOCKED_OR_THROTTLED})",
                                         "{{service}} {{cc}} {{asn}}"))
                         .thresholds(_steps("green", (0.01, "orange"), (0.5, "red")))
                         .merge_values(True).show_value(common.VisibilityMode.NEVER))
@@ -341,7 +346,7 @@ def fleet() -> dash_b.Dashboard:
                                "Per probe: seconds since its newest measurement reached this store (over the last "
                                "day: a probe silent for hours still shows here), and whether its daemon is up.",
                                ("A", f"time() - max by (probe, cc, asn) "
-                                     f"(max_over_time(probe_last_check_timestamp_seconds{{{NET}}}[1d]))"),
+                                     f"(max_over_time(probe:last_check_timestamp_seconds:max{{{NET}}}[1d]))"),
                                ("B", f"max by (probe, cc, asn) ({up})"),
                                renames={"Value #A": "newest result age (s)", "Value #B": "up"})
                         .thresholds(_steps("green", (900, "orange"), (3600, "red")))))

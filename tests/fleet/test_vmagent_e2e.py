@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ import yaml
 from deploy.grafana.dashboards import STATES
 from probe.fleet.vmagent import vmagent_config
 from tests.service.test_metrics_docs import documented_families
-from tests.service.test_prometheus_e2e import benign, blocking, dashboard_queries, loopback_servers, settings
+from tests.service.test_prometheus_e2e import (
+    benign,
+    blocking,
+    dashboard_queries,
+    fast_rules,
+    loopback_servers,
+    settings,
+)
 from tests.vm import (
     MISSING,
     SKIP_REASON,
@@ -73,10 +81,24 @@ def start_daemon(targets: Path, port: int) -> subprocess.Popen[str]:
         stderr=subprocess.DEVNULL, text=True)
 
 
-def test_vmalert_accepts_the_rules() -> None:
-    done = subprocess.run([VMALERT, f"-rule={DEPLOY / 'rules' / 'probe.rules.yml'}", "-dryRun",
-                           "-loggerLevel=ERROR"], capture_output=True, text=True, timeout=60, check=False)
+@pytest.mark.parametrize("name", ["probe.rules.yml", "fleet.rules.yml"])
+def test_vmalert_accepts_the_rules(name: str) -> None:
+    done = subprocess.run([VMALERT, f"-rule={DEPLOY / 'rules' / name}", "-dryRun", "-loggerLevel=ERROR"],
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def start_vmalert(rules: Path, vm: VictoriaMetrics) -> subprocess.Popen[bytes]:
+    """vmalert evaluating ``rules`` against ``vm`` and writing the recorded series back to it."""
+    port = free_port()
+    auth = [f"-{side}.basicAuth.{k}={v}" for side in ("datasource", "remoteWrite")
+            for k, v in (("username", AUTH[0]), ("password", AUTH[1]))]
+    proc = subprocess.Popen([VMALERT, f"-rule={rules}", f"-datasource.url={vm.base}", f"-remoteWrite.url={vm.base}",
+                             f"-httpListenAddr=127.0.0.1:{port}", "-remoteWrite.flushInterval=1s",
+                             "-loggerLevel=ERROR", *auth], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200, 30,
+               "vmalert ready")
+    return proc
 
 
 def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file: Path, good_tls: Any) -> None:
@@ -100,6 +122,7 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
                     listen=f"127.0.0.1:{agent_port}")
                 procs.append(start_vmagent(agent.args, agent_port))
             procs.extend(daemons.values())
+            procs.append(start_vmalert(fast_rules(tmp_path, "fleet.rules.yml"), vm))
 
             # -- both probes' series arrive, each with its own identity --------------------------------
             expected = {(p, cc, f"AS{asn}", p, "probe") for p, (cc, asn) in PROBES.items()}
