@@ -12,7 +12,9 @@ blocked targets, ``probe_build_info`` and ``up``, with the labels vmagent adds (
 Scripted truth: in about one network in ten, one or two services are blocked for 30-100 % of the
 network's probes; a few networks throttle; a few have an outage; some probes are offline.
 
-Then it runs every panel query of the fleet dashboard (deploy/grafana/dashboards/probe-fleet.json,
+Then it evaluates the fleet recording rules (deploy/rules/fleet.rules.yml) as vmalert would, at
+every imported timestamp, times one evaluation of each (the central store's cost per interval) and
+imports their results. Then it runs every panel query of the fleet dashboard (deploy/grafana/dashboards/probe-fleet.json,
 variables on "All") as an instant query and as a range query over the imported window, with
 VictoriaMetrics' result cache off (``-search.disableCache``: the cost of a first look), three times
 each, and prints the median time and the series returned. Bounded: the import stops at
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from probe.core import config  # noqa: E402
 from probe.service.metrics import BLOCKING_TYPES  # noqa: E402
 from tests.service.test_prometheus_e2e import dashboard_queries  # noqa: E402
+from tests.test_deploy import recording_rules  # noqa: E402
 from tests.vm import MISSING, SKIP_REASON, VictoriaMetrics  # noqa: E402
 
 CHUNK = 100  # probes per import request
@@ -141,6 +144,16 @@ def main(argv: list[str] | None = None) -> int:
                 imported = min(first + CHUNK, args.probes)
             vm.flush()
             import_s = time.monotonic() - started
+            rules = []
+            for record, expr in recording_rules().items():
+                t0 = time.perf_counter()
+                n = len(vm.query(expr, at=end))
+                rules.append({"record": record, "series": n, "eval_ms": (time.perf_counter() - t0) * 1000})
+                result = vm.query_range(expr, stamps[0] / 1000, end, args.step)
+                vm.import_json([{"metric": {**r["metric"], "__name__": record},
+                                 "values": [float(v) for _, v in r["values"]],
+                                 "timestamps": [int(float(t) * 1000) for t, _ in r["values"]]} for r in result])
+            vm.flush()
             series = int(vm.query("count({job=\"probe\"})")[0]["value"][1])
             rss = vm_rss_mb(vm)
             rows = []
@@ -164,12 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"series:          {series} ({series / max(imported, 1):.0f} per probe), {lines} samples")
     print(f"import_s:        {import_s:.1f} ({lines / import_s:,.0f} samples/s)")
     print(f"vm_rss_mb:       {rss:.0f}")
+    print(f"{'recording rule':<48} {'series':>7} {'eval_ms':>11}")
+    for rule in rules:
+        print(f"{rule['record']:<48} {rule['series']:>7} {rule['eval_ms']:>11.1f}")
     print(f"{'panel':<48} {'series':>7} {'instant_ms':>11} {'range_ms':>9}")
     for row in rows:
         print(f"{row['panel'][:48]:<48} {row['series']:>7} {row['instant_ms']:>11.1f} {row['range_ms']:>9.1f}")
     if args.json:
         print(json.dumps({"probes": imported, "series": series, "samples": lines, "import_s": import_s,
-                          "vm_rss_mb": rss, "panels": rows}))
+                          "vm_rss_mb": rss, "rules": rules, "panels": rows}))
     return 0 if imported == args.probes else 1
 
 

@@ -118,6 +118,12 @@ class VictoriaMetrics:
         with self._open(f"{self.base}/api/v1/import/prometheus", data=text, timeout=300) as resp:
             assert resp.status == 204, resp.status
 
+    def import_json(self, lines: list[dict[str, Any]]) -> None:
+        """Series in /api/v1/export's JSON-line form: ``{"metric": {...}, "values": [...], "timestamps": [ms]}``."""
+        body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        with self._open(f"{self.base}/api/v1/import", data=body, timeout=300) as resp:
+            assert resp.status == 204, resp.status
+
     def flush(self) -> None:
         """Make imported samples searchable now (they are otherwise buffered for up to a second)."""
         with self._open(f"{self.base}/internal/force_flush") as resp:

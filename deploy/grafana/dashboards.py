@@ -324,12 +324,12 @@ def fleet() -> dash_b.Dashboard:
                                      f'{{{NET}, service=~"$service"}}) * 1000'),
                                renames={"Value": "since"})
                         .unit("dateTimeAsIso"))
-            .with_panel(_table("Blocking seen by each probe", _grid(8, 12, 12, 28),
-                               "Drill-down: the targets each probe of the selected networks sees blocked now.",
-                               ("A", f"max by (probe, cc, asn, service, target, type) "
-                                     f'(probe_blocking{{{NET}, service=~"$service"}} == 1)'))
+            .with_panel(_table("Probes seeing blocking or throttling", _grid(8, 12, 12, 28),
+                               "Drill-down: the probes of the selected networks that see the service blocked or "
+                               "throttled now. Click a probe for its targets (its own service dashboard).",
+                               ("A", f"{BLOCKED_OR_THROTTLED} == 1"))
                         .with_transformation(dashboard.DataTransformerConfig(
-                            id_val="organize", options={"excludeByName": {"Value": True}})))
+                            id_val="organize", options={"excludeByName": {"Value": True, "__name__": True}})))
             .with_panel(stat.Panel().title("Probes reporting").datasource(DS).grid_pos(_grid(5, 6, 0, 36))
                         .description("Probes whose vmagent scraped their daemon in the last scrape (up == 1).")
                         .reduce_options(LAST).thresholds(_steps("red", (1, "green")))
