@@ -10,14 +10,14 @@ over ``--asns`` networks in ``--countries`` countries, each probe measuring the 
 blocked targets, ``probe_build_info`` and ``up``, with the labels vmagent adds (``probe``, ``cc``,
 ``asn``, ``instance``, ``job``), ``--points`` samples each ``--step`` seconds apart ending now.
 Scripted truth: in about one network in ten, one or two services are blocked for 30-100 % of the
-network's probes; a few networks throttle; a few have an outage; some probes are offline.
+network's probes; a few networks throttle one service; a few have an outage (inconclusive).
 
 Then it evaluates the fleet recording rules (deploy/rules/fleet.rules.yml) as vmalert would, at
 every imported timestamp, times one evaluation of each (the central store's cost per interval) and
-imports their results. Then it runs every panel query of the fleet dashboard (deploy/grafana/dashboards/probe-fleet.json,
-variables on "All") as an instant query and as a range query over the imported window, with
-VictoriaMetrics' result cache off (``-search.disableCache``: the cost of a first look), three times
-each, and prints the median time and the series returned. Bounded: the import stops at
+imports their results. Then it runs every panel query of the fleet dashboard
+(deploy/grafana/dashboards/probe-fleet.json, variables on "All") as an instant query and as a range query
+over the imported window, with VictoriaMetrics' result cache off (``-search.disableCache``: the cost of a first
+look), three times each, and prints the median time and the series returned. Bounded: the import stops at
 ``--deadline`` seconds and says how far it got.
 """
 
