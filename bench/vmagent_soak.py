@@ -8,7 +8,8 @@ vmagent configured by :func:`probe.fleet.vmagent.vmagent_config` and a VictoriaM
 on the same data. Printed: the longest time without a raw sample of ``up`` and of
 ``probe_build_info`` over the outage window (``/api/v1/export``: no lookback, no interpolation),
 the samples found against those expected, the peak of vmagent's buffered bytes
-(``vmagent_remotewrite_pending_data_bytes``) and how long after the restart the gap was closed.
+(``vmagent_remotewrite_pending_data_bytes``), vmagent's peak resident memory and how long after
+the restart the gap was closed.
 tests/fleet/test_vmagent_e2e.py does the same with a 20 s outage on every run. Exit 1 on a gap.
 """
 
@@ -36,6 +37,13 @@ def pending_bytes(agent_port: int) -> float:
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("vmagent_remotewrite_pending_data_bytes"))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.warmup)
             vm.stop()
             down_at = time.time()
-            peak = 0.0
+            peak, rss = 0.0, rss_mb(agent.pid)
             while time.time() - down_at < args.outage:
-                peak = max(peak, pending_bytes(agent_port))
+                peak, rss = max(peak, pending_bytes(agent_port)), max(rss, rss_mb(agent.pid))
                 time.sleep(1)
             up_at = time.time()
             vm.start()
@@ -96,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"outage_s": round(up_at - down_at, 1), "scrape_interval_s": args.interval,
                "max_gap_up_s": round(gaps["up"], 2), "max_gap_build_info_s": round(gaps["probe_build_info"], 2),
                "samples_up": found, "samples_expected": round(expected), "peak_buffered_bytes": peak,
+               "vmagent_peak_rss_mb": round(rss, 1),
                "gap_closed_after_restart_s": round(closed_after, 1)}
     for key, value in figures.items():
         print(f"{key + ':':<28} {value}")
