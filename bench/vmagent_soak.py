@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probe.fleet.vmagent import vmagent_config  # noqa: E402
-from tests.vm import MISSING, SKIP_REASON, VictoriaMetrics, free_port, max_gap, start_vmagent, stop, wait_until  # noqa: E402
+from tests.vm import MISSING, SKIP_REASON, VictoriaMetrics, free_port, max_gap, start_vmagent, stop, wait_for  # noqa: E402
 
 
 def pending_bytes(agent_port: int) -> float:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                listen=f"127.0.0.1:{agent_port}")
         agent = start_vmagent(files.args, agent_port)
         try:
-            wait_until(lambda: vm.query('probe_build_info{probe="soak-1"}'), 60, "first samples")
+            wait_for(lambda: vm.query('probe_build_info{probe="soak-1"}'), 60, "first samples")
             time.sleep(args.warmup)
             vm.stop()
             down_at = time.time()
@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             up_at = time.time()
             vm.start()
             window = (down_at - args.warmup / 2, up_at + 5)
-            wait_until(lambda: time.time() > window[1] and all(
+            wait_for(lambda: time.time() > window[1] and all(
                 max_gap(vm.export(f'{m}{{probe="soak-1"}}', *window), *window) <= 3 * args.interval
-                for m in ("up", "probe_build_info")), 120, "the outage's samples", step=1)
+                for m in ("up", "probe_build_info")), 120, "the outage's samples")
             closed_after = time.time() - up_at
             gaps = {m: max_gap(vm.export(f'{m}{{probe="soak-1"}}', *window), *window)
                     for m in ("up", "probe_build_info")}

@@ -9,42 +9,20 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.service.test_daemon import free_port, wait_for
+
 VICTORIA = "/usr/bin/victoria-metrics"
 VMAGENT = "/usr/bin/vmagent"
 VMALERT = "/usr/bin/vmalert"
 MISSING = [b for b in (VICTORIA, VMAGENT, VMALERT) if not Path(b).exists()]
 SKIP_REASON = f"needs {', '.join(MISSING)} (Debian package victoria-metrics)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def wait_until(predicate: Any, timeout: float, what: str, step: float = 0.2) -> Any:
-    """Poll ``predicate`` until it returns something true; AssertionError with the last error after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
-            last = exc
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
 def _ready(base: str) -> bool:
@@ -79,7 +57,7 @@ class VictoriaMetrics:
              "-search.maxUniqueTimeseries=10000000", "-search.maxSamplesPerQuery=1000000000",
              *([f"-httpAuth.username={self.auth[0]}", f"-httpAuth.password={self.auth[1]}"] if self.auth else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self._open(f"{self.base}/health", timeout=2).status == 200, 30, "victoria-metrics ready")
+        wait_for(lambda: self._open(f"{self.base}/health", timeout=2).status == 200, 30, "victoria-metrics ready")
         return self
 
     def stop(self) -> None:
@@ -134,7 +112,7 @@ def start_vmagent(args: Sequence[str], port: int) -> subprocess.Popen[bytes]:
     """vmagent with ``args`` (from probe.fleet.vmagent.vmagent_config), its own HTTP port on loopback."""
     proc = subprocess.Popen([VMAGENT, *args, "-loggerLevel=ERROR"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_until(lambda: _ready(f"http://127.0.0.1:{port}"), 30, "vmagent ready")
+    wait_for(lambda: _ready(f"http://127.0.0.1:{port}"), 30, "vmagent ready")
     return proc
 
 

@@ -50,7 +50,7 @@ from tests.vm import (
     max_gap,
     start_vmagent,
     stop,
-    wait_until,
+    wait_for,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +96,7 @@ def start_vmalert(rules: Path, vm: VictoriaMetrics) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([VMALERT, f"-rule={rules}", f"-datasource.url={vm.base}", f"-remoteWrite.url={vm.base}",
                              f"-httpListenAddr=127.0.0.1:{port}", "-remoteWrite.flushInterval=1s",
                              "-loggerLevel=ERROR", *auth], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200, 30,
+    wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200, 30,
                "vmalert ready")
     return proc
 
@@ -126,9 +126,9 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
 
             # -- both probes' series arrive, each with its own identity --------------------------------
             expected = {(p, cc, f"AS{asn}", p, "probe") for p, (cc, asn) in PROBES.items()}
-            wait_until(lambda: by(vm.query("probe_build_info"), "probe", "cc", "asn", "instance", "job")
+            wait_for(lambda: by(vm.query("probe_build_info"), "probe", "cc", "asn", "instance", "job")
                        == expected, 60, "both probes in VictoriaMetrics")
-            wait_until(lambda: len(vm.query('probe_reachable{service="web"}')) >= 12, 60, "web checks of both")
+            wait_for(lambda: len(vm.query('probe_reachable{service="web"}')) >= 12, 60, "web checks of both")
             assert by(vm.query('probe_reachable{service="web", check="tls"}'), "probe", "cc", "asn") == \
                 {(p, cc, f"AS{asn}") for p, (cc, asn) in PROBES.items()}
             assert by(vm.query("up"), "probe", "job") == {(p, "probe") for p in PROBES}
@@ -142,9 +142,9 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             # -- probe-a: throttling starts, a target is blocked, another hangs -----------------------
             files["probe-a"].write_text(settings(ports, ca_file, tmp_path / "probe-a.sqlite") + blocking(ports))
             daemons["probe-a"].send_signal(signal.SIGHUP)
-            wait_until(lambda: vm.query(exprs["ProbeBlockingStarted"]), 60, "blocking alert expression")
-            wait_until(lambda: vm.query(exprs["ProbeStale"]), 60, "stale alert expression")
-            wait_until(lambda: vm.query('probe_event_active{type="throttling"}'), 60, "a throttling event")
+            wait_for(lambda: vm.query(exprs["ProbeBlockingStarted"]), 60, "blocking alert expression")
+            wait_for(lambda: vm.query(exprs["ProbeStale"]), 60, "stale alert expression")
+            wait_for(lambda: vm.query('probe_event_active{type="throttling"}'), 60, "a throttling event")
             assert by(vm.query(exprs["ProbeBlockingStarted"]), "probe", "cc", "asn", "instance", "target", "type") \
                 == {("probe-a", "DE", "AS3320", "probe-a", "blocked", "tcp_ip")}
             assert by(vm.query(exprs["ProbeThrottlingDetected"]), "probe", "cc", "asn", "target") == \
@@ -175,9 +175,9 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             time.sleep(OUTAGE)
             up_at = time.time()
             vm.start()
-            wait_until(lambda: vm.query("up", at=up_at + 5), 60, "samples after the outage")
+            wait_for(lambda: vm.query("up", at=up_at + 5), 60, "samples after the outage")
             window = (down_at - 5, up_at + 5)
-            wait_until(lambda: all(max_gap(vm.export(f'up{{probe="{p}"}}', *window), *window) <= MAX_GAP
+            wait_for(lambda: all(max_gap(vm.export(f'up{{probe="{p}"}}', *window), *window) <= MAX_GAP
                                    for p in PROBES), 60, "the buffered samples of the outage")
             for probe_id in PROBES:
                 samples = vm.export(f'probe_build_info{{probe="{probe_id}"}}', *window)
@@ -189,7 +189,7 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             # -- a probe daemon stops: its vmagent reports it down --------------------------------------
             daemons["probe-b"].send_signal(signal.SIGTERM)
             assert daemons["probe-b"].wait(timeout=20) == 0
-            wait_until(lambda: vm.query(exprs["ProbeDown"]), 30, "probe-b down")
+            wait_for(lambda: vm.query(exprs["ProbeDown"]), 30, "probe-b down")
             assert by(vm.query(exprs["ProbeDown"]), "probe", "cc", "asn") == {("probe-b", "IR", "AS58224")}
     finally:
         for proc in procs:
