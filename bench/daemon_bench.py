@@ -211,7 +211,8 @@ def main() -> int:
             metrics_port = _free_port()
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store",
-                 str(directory / "probe.sqlite"), "--listen", f"127.0.0.1:{metrics_port}", "--log-level", "warning"],
+                 str(directory / "probe.sqlite"), "--listen", f"127.0.0.1:{metrics_port}", "--log-level", "warning",
+                 "--i-consent"],
                 cwd=ROOT, stderr=subprocess.DEVNULL,
             )
             procs.append(daemon)

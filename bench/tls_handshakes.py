@@ -281,6 +281,7 @@ def run_daemon(procs: Processes, args: argparse.Namespace, server: Child, port: 
     return run_exporter(procs, args, server, port, [
         sys.executable, "-m", "probe", "daemon", "--targets", str(daemon_targets(directory, port, ca)),
         "--no-store", "--listen", f"127.0.0.1:{daemon_port}", "--log-level", "error",
+        "--i-consent",
     ], daemon_port, path="/probe?target=bench")
 
 

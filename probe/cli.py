@@ -19,7 +19,7 @@ from probe import __version__
 from probe.core.config import ConfigError
 from probe.storage.store import StoreError
 
-COMMANDS = ("run", "targets", "show", "events", "export", "daemon", "lab")
+COMMANDS = ("init", "run", "targets", "show", "events", "export", "report", "daemon", "lab")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import ssl
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ import probe.families  # noqa: F401  (registers the families' option schemas)
 from probe.core.config import Settings, Timeouts
 from probe.core.context import Context
 from probe.core.records import ProbeMeta
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests measure without asking (informed consent is the operator's, given here for the suite; the
+    subprocesses inherit it), and never read or write the real user's configuration."""
+    os.environ["PROBE_INFORMED_CONSENT"] = "1"
+    home = Path(tempfile.mkdtemp(prefix="probe-test-home-"))
+    os.environ["XDG_CONFIG_HOME"] = str(home / "config")
+    os.environ["XDG_DATA_HOME"] = str(home / "data")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

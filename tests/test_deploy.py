@@ -194,6 +194,8 @@ def test_systemd_unit_is_sandboxed() -> None:
     assert settings["StateDirectory"] == "probe" and settings["NoNewPrivileges"] == "yes"
     assert settings["CapabilityBoundingSet"] == "" and settings["AmbientCapabilities"] == ""
     assert "/var/lib/probe/" in settings["ExecStart"] and "kill -HUP" in settings["ExecReload"]
+    assert settings["ExecStart"].startswith("/usr/local/bin/probe ")  # where scripts/install-service links it
+    assert "/usr/local/bin/probe" in (ROOT / "scripts" / "install-service").read_text()
     dropin = (DEPLOY / "systemd" / "probe-diagnostics.conf").read_text()
     assert "CapabilityBoundingSet=CAP_NET_RAW" in dropin
 
@@ -201,7 +203,7 @@ def test_systemd_unit_is_sandboxed() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = tmp_path / "probe.service"
-    unit.write_text((DEPLOY / "systemd" / "probe.service").read_text().replace("/usr/bin/probe", "/bin/true"))
+    unit.write_text((DEPLOY / "systemd" / "probe.service").read_text().replace("/usr/local/bin/probe", "/bin/true"))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr

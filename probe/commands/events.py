@@ -37,9 +37,9 @@ def _open_store(args: argparse.Namespace) -> Any:
 
     path = args.store
     if path is None:
-        from probe.core import config as config_mod
+        from probe.commands._home import load_config
 
-        path = config_mod.load(args.targets).settings.store
+        path = load_config(args.targets).settings.store
     # Listing never creates a store; re-detecting writes the events it finds.
     return Store(str(Path(path).expanduser()), readonly=not args.detect)
 

@@ -3,7 +3,9 @@
 Formats and columns are described in :mod:`probe.storage.export` and docs/records.md.
 Bad arguments (an unknown format, an unparsable or empty time range, an
 unwritable ``--out``) exit 2 before anything is written; a failed export leaves
-no file behind (it is written under a temporary name, renamed when complete).
+no file behind (it is written under a temporary name, renamed when complete). A
+damaged store exits 2 and names the problem: a corrupt file exports nothing; records
+whose envelope is missing are left out, the rest is exported.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.commands.show import add_store_arguments, store_path
+from probe.commands.show import add_store_arguments, report_damage, store_failed, store_path
 from probe.storage.store import StoreError
 
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -81,13 +83,13 @@ def _run(args: argparse.Namespace) -> int:
             summary = export(store, fmt, args.out, since=since, until=until, target=args.target,
                              service=args.service, events=args.events,
                              workers=max(1, args.workers))
+            damage = store.damage()
     except ExportError as exc:
         print(f"probe export: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"probe: store error: {exc}", file=sys.stderr)
-        return 1
+        return store_failed(exc)
     what = "events" if args.events else "measurements"
     print(f"probe export: {summary.rows} {what} to {summary.path} ({summary.format}, "
           f"{summary.files} file(s), {summary.seconds:.1f} s)", file=sys.stderr)
-    return 0
+    return report_damage(damage)

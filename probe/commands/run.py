@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from probe.analysis.ooni import measurement
+from probe.commands import _consent as consent
 from probe.commands._cells import accessible_cell, blocking_cell
-from probe.core import config as config_mod
+from probe.commands._home import load_config
 from probe.core import ooni
 from probe.core.context import Context
 from probe.core.records import ProbeMeta
@@ -35,7 +36,8 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--once", action="store_true", required=True,
                         help="run every target once and exit (the daemon runs continuously)")
-    parser.add_argument("--targets", metavar="FILE", help="targets file (default: the bundled targets.yaml)")
+    parser.add_argument("--targets", metavar="FILE", 
+                        help="targets file (default: the one `probe init` wrote, else the bundled targets.yaml)")
     parser.add_argument("--only", metavar="NAME", nargs="+", help="only these targets (controls always run)")
     parser.add_argument("--out", metavar="FILE.jsonl",
                         help="also write one OONI measurement per target to this JSON Lines file")
@@ -44,6 +46,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--store", metavar="PATH", help="SQLite store (default: settings.store)")
     parser.add_argument("--no-store", action="store_true", help="do not write the local store")
     parser.add_argument("--json", action="store_true", help="print verdict records as JSON instead of a table")
+    consent.add_argument(parser)
     parser.set_defaults(func=_run)
 
 
@@ -56,8 +59,10 @@ def open_store(path: str, retention_days: int) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.targets).select(args.only)
+    cfg = load_config(args.targets).select(args.only)
     settings = cfg.settings
+    if not consent.require(args.i_consent, settings):
+        return 2
     store = None if args.no_store else open_store(args.store or settings.store, settings.retention_days)
     probe_id = store.probe_id(settings.probe_id) if store is not None else (settings.probe_id or "probe-ephemeral")
     meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)

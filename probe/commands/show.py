@@ -4,6 +4,10 @@ The store is ``--store PATH`` or else ``settings.store`` of the targets file
 (``--targets``, default the repository's ``targets.yaml``); a relative path is
 relative to the current directory, as for ``probe run``. The store is opened
 read-only, so ``show`` never changes it and can run beside the daemon.
+
+Exit codes: 0; 1 when there is no usable store (missing, newer schema); 2 when the
+store is damaged (a corrupt file, or records whose envelope is missing): the message
+names the store and the problem, and what can be shown is shown first.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.commands._cells import accessible_cell, blocking_cell
-from probe.core import config as config_mod
+from probe.commands._home import load_config
 from probe.core.records import parse_time
 from probe.storage.store import Store, StoreError
 
@@ -43,14 +47,14 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="PATH",
                         help="SQLite store (default: settings.store of the targets file)")
     parser.add_argument("--targets", metavar="FILE",
-                        help=f"targets file for settings.store (default: {config_mod.DEFAULT_TARGETS})")
+                        help="targets file for settings.store (default: the one `probe init` wrote, else the bundled)")
 
 
 def store_path(args: argparse.Namespace) -> Path:
     """``--store``, else ``settings.store`` of the targets file (ConfigError if it is bad)."""
     if args.store:
         return Path(args.store).expanduser()
-    return Path(config_mod.load(args.targets).settings.store).expanduser()
+    return Path(load_config(args.targets).settings.store).expanduser()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -69,22 +73,34 @@ def _run(args: argparse.Namespace) -> int:
         with Store(path, readonly=True) as store:
             newest = list(store.query(since=since, target=args.target, record_type="verdict",
                                       limit=args.limit, newest_first=True))
+            damage = store.damage()
     except StoreError as exc:
-        print(f"probe: store error: {exc}", file=sys.stderr)
-        return 1
+        return store_failed(exc)
     verdicts = newest[::-1]
     if args.json:
         for record in verdicts:
             print(json.dumps(record, ensure_ascii=False))
-        return 0
-    if not verdicts:
+    elif verdicts:
+        from rich.console import Console
+
+        Console().print(verdict_table(verdicts))
+    else:
         print(f"probe show: no verdicts in {path}" + (" for these filters" if args.target or since
                                                         else ""), file=sys.stderr)
-        return 0
-    from rich.console import Console
+    return report_damage(damage)
 
-    Console().print(verdict_table(verdicts))
-    return 0
+
+def store_failed(exc: StoreError) -> int:
+    """Print a store error; exit 2 for a damaged store, 1 for one that is missing or unusable."""
+    print(f"probe: store error: {exc}", file=sys.stderr)
+    return 2 if exc.reason == "corrupt" else 1
+
+
+def report_damage(damage: list[str]) -> int:
+    """Print what a read found wrong with the store (exit 2), or nothing (exit 0)."""
+    for line in damage:
+        print(f"probe: {line}", file=sys.stderr)
+    return 2 if damage else 0
 
 
 def verdict_table(verdicts: list[dict[str, Any]]) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from probe.commands._home import targets_in_use
 from probe.core import config as config_mod
 
 
@@ -18,7 +19,8 @@ def register(sub: Any) -> None:
     validate.add_argument("file", metavar="FILE")
     validate.set_defaults(func=_validate)
     listing = actions.add_parser("list", help="list the targets of a file")
-    listing.add_argument("file", metavar="FILE", nargs="?", help="default: the bundled targets.yaml")
+    listing.add_argument("file", metavar="FILE", nargs="?",
+                         help="default: the one `probe init` wrote, else the bundled targets.yaml")
     listing.set_defaults(func=_list)
 
 
@@ -30,7 +32,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.file)
+    path, why = targets_in_use(args.file)
+    cfg = config_mod.load(path)
+    print(f"targets file in use: {path} ({why})")
     table = Table(title=cfg.path)
     for column in ("name", "service", "category", "host", "addresses", "ports", "checks"):
         table.add_column(column, overflow="fold")

@@ -90,6 +90,7 @@ class Settings:
     ca_bundle: str | None = None
     store: str = "probe.sqlite"
     retention_days: int = 90
+    store_buffer_mb: int = 64
     concurrency: int = 32
     timeouts: Timeouts = field(default_factory=Timeouts)
     control_sni: str = "www.example.com"
@@ -103,6 +104,7 @@ class Settings:
     ipv6: bool = False
     throughput_max_bytes: int = 512 * 1024
     throughput_max_seconds: float = 10.0
+    informed_consent: bool = False  # the operator has read the notice (`probe run`/`daemon` skip asking)
 
 
 @dataclass(frozen=True)
@@ -374,6 +376,7 @@ SETTINGS: Mapping[str, Parser] = {
     "ca_bundle": _opt_str,
     "store": _str,
     "retention_days": _number(1, 36500, integer=True),
+    "store_buffer_mb": _number(1, 65536, integer=True),
     "concurrency": _number(1, 10000, integer=True),
     "timeouts": _timeouts,
     "control_sni": _hostname,
@@ -387,6 +390,7 @@ SETTINGS: Mapping[str, Parser] = {
     "ipv6": _bool,
     "throughput_max_bytes": _number(16 * 1024, 1 << 30, integer=True),
     "throughput_max_seconds": _number(1, 600),
+    "informed_consent": _bool,
 }
 
 TARGET: Mapping[str, Parser] = {

@@ -335,7 +335,7 @@ class Lab:
         targets, out = self.state / f"targets-{stamp}.yaml", self.state / f"out-{stamp}.jsonl"
         targets.write_text(targets_yaml)
         argv = [sys.executable, "-m", "probe", "run", "--once", "--targets", str(targets), "--records", str(out),
-                "--no-store", "--json"]
+                "--no-store", "--json", "--i-consent"]  # the lab measures its own namespaces
         if only:
             argv += ["--only", *only]
         done = self.exec(self.ns_client, argv, check=False, timeout=timeout)

@@ -19,9 +19,12 @@ few slots of its own (never a worker a regular run waits for); a re-test starts 
 whole budget fits before the target's next regular run, and that run cancels what is left.
 Re-tests never trigger re-tests. Their records are marked (``test_keys.retest_of``, ``retest``).
 
-Results. Every run's records go to the store as soon as the run ends, and to the
-metrics state (:mod:`probe.service.metrics`). Store calls run in one writer thread, never on
-the event loop: a batch commit fsyncs (``synchronous=FULL``), and an fsync that takes
+Results. Every run's records go to the store as soon as the run ends; the run counts as
+done (metrics :mod:`probe.service.metrics`, the event detector, the ``measured`` log line)
+only once its commit returned (:mod:`probe.service.writer`: one writer thread, group
+commit), so a kill -9 loses only runs still in flight, and a full or read-only disk holds
+runs in a bounded memory buffer until they are written. Store calls never run on
+the event loop: a commit fsyncs (``synchronous=FULL``), and an fsync that takes
 seconds on a busy disk would otherwise freeze every worker and fire their timers
 (false timeouts, then control checks, then a backlog). ``probe_event_loop_lag_seconds``
 shows any stall that remains. Each stage has its own timeout inside the
@@ -51,7 +54,6 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,11 +68,13 @@ from probe.core.config import Config, ConfigError, Target
 from probe.core.context import Context
 from probe.core.records import Event, Verdict, mark_retest
 from probe.service.metrics import MetricsState, registry_for, render
+from probe.service.writer import StoreLike, StoreWriter
 
 log = logging.getLogger("probe.service.daemon")
 
 FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
+STOP_WRITES = 60.0  # seconds a stop waits for the store writer to write what was handed over
 
 
 class Outcome(Protocol):
@@ -87,13 +91,6 @@ class Outcome(Protocol):
 
 Measure = Callable[[Target, Context, Controls], Awaitable[Outcome]]
 Detect = Callable[[Sequence[Mapping[str, Any]]], Iterable[Event]]
-
-
-class StoreLike(Protocol):
-    def append(self, records: Iterable[dict[str, Any]]) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
-    def save_events(self, events: Iterable[Event]) -> None: ...
 
 
 # -- Logging ---------------------------------------------------------------------------
@@ -116,14 +113,31 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-def setup_logging(level: int = logging.INFO, stream: Any = None) -> None:
-    """Route the ``probe`` loggers to one-line JSON on stderr (idempotent)."""
+class TextFormatter(logging.Formatter):
+    """One line for people: local time, level, message, then ``key=value`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items() if v is not None)
+        line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname.lower():7} " \
+               f"{record.getMessage()}" + (f"  {fields}" if fields else "")
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line += f"  error={failures.scrub(f'{type(exc).__name__}: {exc}')}"
+        return line
+
+
+def setup_logging(level: int = logging.INFO, stream: Any = None, fmt: str = "json") -> None:
+    """Route the ``probe`` loggers to one line per message on stderr (idempotent): JSON, or with
+    ``fmt="text"`` readable text (``"auto"``: text on a terminal, JSON otherwise)."""
     root = logging.getLogger("probe")
     for handler in list(root.handlers):
         if getattr(handler, "_probe_json", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JSONFormatter())
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if fmt == "text" else JSONFormatter())
     handler._probe_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
@@ -132,6 +146,15 @@ def setup_logging(level: int = logging.INFO, stream: Any = None) -> None:
 
 def _log(level: int, msg: str, **fields: Any) -> None:
     log.log(level, msg, extra={"fields": fields})
+
+
+def _log_connection(was: bool | None, now: bool | None) -> None:
+    """A line in words when the probe's own connection goes down (every control target fails) or back."""
+    if now is False and was is not False:
+        _log(logging.WARNING, "your connection seems down: every control target failed; verdicts are "
+             "inconclusive until one answers again")
+    elif now and was is False:
+        _log(logging.INFO, "connection back: a control target answers again")
 
 
 # -- Helpers ----------------------------------------------------------------------------
@@ -218,7 +241,7 @@ class Daemon:
         self._idle: asyncio.Event | None = None
         self._in_flight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: StoreWriter | None = None
 
     # -- configuration -------------------------------------------------------------------
 
@@ -309,7 +332,8 @@ class Daemon:
         self.state.set_reload(True)
         self._apply(self.config, self.monotonic())
         if self.store is not None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-store")
+            self._writer = StoreWriter(self.store, self.state)
+            self._writer.start()
         if install_signals:
             self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -359,14 +383,13 @@ class Daemon:
         for task in (*workers, *bursts):
             task.cancel()
         await asyncio.gather(dispatcher, flusher, *workers, *bursts, return_exceptions=True)
-        if self._writer is not None:  # every write handed over so far lands before the close
-            await asyncio.to_thread(self._writer.shutdown, True)
+        if self._writer is not None:  # every write handed over so far is tried before the close
+            budget = max(STOP_WRITES, self.grace)  # a disk that hangs must not hang the stop
+            await asyncio.to_thread(self._writer.drain, budget)
+            await asyncio.sleep(0)  # the last runs' done callbacks (their events go to the writer too)
+            await asyncio.to_thread(self._writer.close, budget)
             self._writer = None
-        if self.store is not None:
-            try:
-                self.store.close()  # flushes
-            except Exception:  # noqa: BLE001 - reported, exit stays clean
-                log.exception("store close failed", extra={"fields": {}})
+            await asyncio.sleep(0)
         _log(logging.INFO, "daemon stopped", in_flight_finished=finished, cancelled=cancelled)
 
     async def _dispatch(self) -> None:
@@ -422,35 +445,8 @@ class Daemon:
             self.state.update_health(lambda h, late=late: h.loop_lag.observe(late))  # type: ignore[misc]
 
     def _flush(self) -> None:
-        if self.store is not None:
-            self._store_call("store flush failed", self.store.flush)
-
-    def _store_call(self, what: str, fn: Callable[..., None], *args: Any, records: int = 0) -> None:
-        """Run one store call in the writer thread (in order); failures are counted and logged there."""
-        def call() -> None:
-            start = time.perf_counter()
-            try:
-                fn(*args)
-            except Exception:  # noqa: BLE001 - counted and logged; measuring goes on, the store retries
-                self.state.update_health(_inc_store_errors)
-                log.exception(what, extra={"fields": {}})
-            else:
-                if records:
-                    self.state.update_health(lambda h: setattr(h, "records_written", h.records_written + records))
-            finally:
-                elapsed = time.perf_counter() - start
-
-                def done(h: Any) -> None:
-                    h.store_pending -= 1
-                    h.store_seconds.observe(elapsed)
-
-                self.state.update_health(done)
-
-        self.state.update_health(lambda h: setattr(h, "store_pending", h.store_pending + 1))
-        if self._writer is None:  # not running (tests calling _handle directly): write inline
-            call()
-        else:
-            self._writer.submit(call)
+        if self._writer is not None:
+            self._writer.flush()
 
     def _network_ok(self) -> bool | None:
         values = list(self._controls.values())
@@ -473,12 +469,13 @@ class Daemon:
         self._in_flight += 1
         self._idle.clear()
         self.state.update_health(lambda h: setattr(h, "in_flight", self._in_flight))
-        result = "ok"
+        result: str | None = "error"
         try:
             controls = Controls(network_ok=None if target.control else self._network_ok())
             async with asyncio.timeout(run_budget(target, self.ctx.settings)):
                 outcome = await self.measure(target, self.ctx, controls)
             self._handle(outcome, retest)
+            result = None
         except TimeoutError:
             result = "timeout"
             _log(logging.WARNING, "run exceeded its budget", target=target.name)
@@ -495,28 +492,45 @@ class Daemon:
 
             def done(h: Any) -> None:
                 h.in_flight = self._in_flight
-                h.measurements[result] = h.measurements.get(result, 0) + 1
+                if result is not None:  # an ok run counts once its records are committed (_done)
+                    h.measurements[result] = h.measurements.get(result, 0) + 1
 
             self.state.update_health(done)
 
     def _handle(self, outcome: Outcome, retest: _Retest | None = None) -> None:
+        """Hand a finished run to the store; it counts as done in :meth:`_done`, after the commit."""
         target = outcome.target
         records = outcome.records(self.ctx.meta)
         if retest is not None:
             records = mark_retest(records, retest.of, retest.k)
         if target.control:
+            was = self._network_ok()
             self._controls[target.name] = outcome.verdict.accessible
-        if self.store is not None:
-            self._store_call("store write failed", self.store.append, records, records=len(records))
+            _log_connection(was, self._network_ok())
+        if self._writer is None:
+            self._done(outcome, records, retest)
+        else:
+            loop = self.loop
+            assert loop is not None
+
+            def committed() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to tell
+                    loop.call_soon_threadsafe(self._done, outcome, records, retest)
+
+            self._writer.submit(records, committed)
+        if self._outcomes.observe(target.name, outcome_of(outcome.verdict.blocking), retest=retest is not None):
+            self._start_retests(target, outcome.verdict.id)
+
+    def _done(self, outcome: Outcome, records: list[dict[str, Any]], retest: _Retest | None) -> None:
+        target = outcome.target
+        self.state.update_health(lambda h: _inc(h.measurements, "ok", 1))
         if target.name in self._jobs:  # not removed by a reload meanwhile
             self.state.observe(records)
         self._detect(records)
         v = outcome.verdict
         _log(logging.INFO, "measured", target=target.name, service=target.service, accessible=v.accessible,
              blocking=v.blocking, rule=v.rule, failure=failures.metric_label(v.failure), checks=len(records) - 1,
-             **({"retest": retest.k} if retest is not None else {}))
-        if self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None):
-            self._start_retests(target, v.id)
+             id=v.id, **({"retest": retest.k} if retest is not None else {}))
 
     # -- re-tests on a verdict change (probe.analysis.retest) ------------------------------------------
 
@@ -563,9 +577,9 @@ class Daemon:
                         return
                     await self._run_one(target, _Retest(of, k))
                 done = k
-                self.state.update_health(lambda h: _inc_retests(h, "run", 1))
+                self.state.update_health(lambda h: _inc(h.retests, "run", 1))
         finally:
-            self.state.update_health(lambda h: _inc_retests(h, "dropped", count - done))
+            self.state.update_health(lambda h: _inc(h.retests, "dropped", count - done))
 
     def _detect(self, records: Sequence[Mapping[str, Any]]) -> None:
         if self.detect is None:
@@ -582,8 +596,8 @@ class Daemon:
             _log(logging.WARNING if event.ongoing else logging.INFO,
                  "event started" if event.ongoing else "event ended",
                  target=event.target, type=event.type, check=event.check, confidence=event.confidence)
-        if self.store is not None:
-            self._store_call("saving events failed", self.store.save_events, changed)
+        if self._writer is not None:
+            self._writer.save_events(changed)
         self.state.set_events(self._events.values())
         self._events = {k: e for k, e in self._events.items() if e.ongoing}
 
@@ -623,12 +637,8 @@ def _inc_skipped(h: Any) -> None:
     h.skipped += 1
 
 
-def _inc_store_errors(h: Any) -> None:
-    h.store_write_errors += 1
-
-
-def _inc_retests(h: Any, result: str, n: int) -> None:
-    h.retests[result] = h.retests.get(result, 0) + n
+def _inc(counts: dict[str, int], result: str, n: int) -> None:
+    counts[result] = counts.get(result, 0) + n
 
 
 class _ProbeSummary(Collector):

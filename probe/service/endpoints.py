@@ -4,7 +4,7 @@
 ``/metrics``       the continuous results and the daemon's health (Prometheus text format)
 ``/probe?target=``  one run of the named target now, blackbox_exporter style (docs/metrics.md)
 ``/-/healthy``     200 while the process serves (also ``/-/ready``)
-``/``              links
+``/``              the status page for people (probe.service.status): services, events, plots, health
 =================  ===========================================================================
 
 Why on the loop, not in threads: a Prometheus with hundreds of ``/probe`` targets sends their
@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from probe.core import failures
+from probe.service import status
 from probe.service.httpd import Request, Response, connection_handler
 from probe.service.metrics import registry_for, render
+from probe.storage.store import StoreError
 
 if TYPE_CHECKING:
     from probe.service.daemon import Daemon
@@ -42,8 +46,9 @@ PROBE_QUEUE = 1024  # requests measuring or waiting; beyond it 503 with Retry-Af
 PROBE_SCRAPE_MARGIN = 0.5  # seconds kept from Prometheus' scrape timeout for the answer, as blackbox does
 RETRY_AFTER = "5"
 
-INDEX = (b"<html><body><h1>probe</h1><p><a href='/metrics'>/metrics</a> "
-         b"&middot; /probe?target=NAME</p></body></html>")
+STATUS_WINDOW = 86400.0  # the status page shows the last day
+STATUS_REFRESH = 60  # seconds; the page reloads itself without JavaScript
+STATUS_CACHE = 5.0  # seconds a rendered page is served again (several viewers, reloads: one render)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -83,6 +88,7 @@ class Endpoints:
         self._registry = registry_for(daemon.state)
         self._waiting = 0  # /probe requests measuring or waiting for a slot
         self._slots: asyncio.Semaphore | None = None
+        self._page: tuple[float, str] | None = None  # (monotonic time, the rendered status page)
 
     async def serve(self, main: Awaitable[T]) -> T:
         """Serve on the running loop while ``main`` (the daemon's run) runs; return its result."""
@@ -106,8 +112,34 @@ class Endpoints:
         if url.path in ("/-/healthy", "/-/ready"):
             return _text(200, "OK\n")
         if url.path == "/":
-            return Response(200, INDEX)
+            if self._page is None or time.monotonic() - self._page[0] > STATUS_CACHE:
+                self._page = (time.monotonic(), await asyncio.to_thread(self.status_page))
+            page = self._page[1]
+            return Response(200, page.encode(), {
+                "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": status.CSP,
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
         return _text(404, "not found\n")
+
+    def status_page(self) -> str:
+        """The status page: the store's last day (nothing without a store), the daemon's own health."""
+        now = time.time()
+        meta = self.daemon.ctx.meta
+        facts = [("country", meta.probe_cc), ("network", meta.probe_asn)]
+        with self.daemon.state.lock:
+            started = self.daemon.state.health.start_time
+            errors = sum(self.daemon.state.health.store_write_errors.values())
+        path = getattr(self.daemon.store, "path", None)
+        title = "probe: what this probe sees"
+        try:
+            if path is None:
+                raise StoreError("no store (the daemon runs with --no-store)")
+            view = status.view_from_store(path, since=now - STATUS_WINDOW, now=now, probe=facts, started=started,
+                                          store_errors=errors)
+        except StoreError as exc:
+            title = f"probe: {failures.scrub(str(exc))}"
+            view = status.build_view([], [], [], status.Health(None, status.upload_status(), None, started=started),
+                                     now=now, since=now - STATUS_WINDOW, probe=facts, title=title)
+        return status.render_html(view, refresh=STATUS_REFRESH)
 
     async def _probe(self, name: str, headers: dict[str, str]) -> Response:
         if self._waiting >= PROBE_QUEUE:

@@ -43,6 +43,7 @@ from prometheus_client.utils import floatToGoString as _go_float
 from probe import __version__
 from probe.core import failures
 from probe.core.records import SCHEMA_VERSION, Event, parse_time, retest_of
+from probe.storage.store import REASONS
 
 #: Blocking types always exported (0 or 1) so that ``probe_blocking == 1`` alerts see a
 #: series change value instead of appearing from nothing. See docs/verdicts.md.
@@ -119,8 +120,13 @@ class Health:
     in_flight: int = 0
     queue_depth: int = 0
     targets: int = 0
-    store_write_errors: int = 0
-    records_written: int = 0
+    store_write_errors: dict[str, int] = field(default_factory=dict)  # reason -> failed store calls
+    records_written: int = 0  # records committed
+    store_dropped_by: dict[str, int] = field(default_factory=dict)  # why -> records lost
+    store_buffered: int = 0  # records handed over and not committed yet
+    store_buffered_bytes: int = 0
+    store_buffer_limit: int = 0
+    store_writable: bool = True
     skipped: int = 0
     measurements: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0, "timeout": 0})
     retests: dict[str, int] = field(default_factory=lambda: {"run": 0, "dropped": 0})
@@ -408,7 +414,10 @@ def _copy_histogram(h: Histogram) -> Histogram:
 def _copy_health(h: Health) -> Health:
     return Health(
         in_flight=h.in_flight, queue_depth=h.queue_depth, targets=h.targets,
-        store_write_errors=h.store_write_errors, records_written=h.records_written, skipped=h.skipped,
+        store_write_errors=dict(h.store_write_errors), records_written=h.records_written, skipped=h.skipped,
+        store_dropped_by=dict(h.store_dropped_by), store_buffered=h.store_buffered,
+        store_buffered_bytes=h.store_buffered_bytes, store_buffer_limit=h.store_buffer_limit,
+        store_writable=h.store_writable,
         measurements=dict(h.measurements), retests=dict(h.retests), lag=_copy_histogram(h.lag),
         loop_lag=_copy_histogram(h.loop_lag),
         store_seconds=_copy_histogram(h.store_seconds), store_pending=h.store_pending, reload_ok=h.reload_ok,
@@ -450,9 +459,25 @@ def _global_families(h: Health, *, daemon: bool, info: bool = True) -> Iterator[
                             value=h.store_pending)
     yield CounterMetricFamily("probe_scheduler_skipped", "Planned runs skipped because the previous one was "
                               "still running.", value=h.skipped)
-    yield CounterMetricFamily("probe_store_write_errors", "Store writes that failed (records kept for retry).",
-                              value=h.store_write_errors)
-    yield CounterMetricFamily("probe_store_records", "Records handed to the store.", value=h.records_written)
+    errors = CounterMetricFamily("probe_store_write_errors", "Store writes that failed, by reason (the records "
+                                 "stay in the memory buffer and are retried).", labels=["reason"])
+    for reason in sorted(set(REASONS) | set(h.store_write_errors)):
+        errors.add_metric([reason], h.store_write_errors.get(reason, 0))
+    yield errors
+    yield CounterMetricFamily("probe_store_records", "Records committed to the store.", value=h.records_written)
+    dropped = CounterMetricFamily("probe_store_records_dropped", "Records lost: refused because the memory "
+                                  "buffer was full, or a store call failed without buffering them.", labels=["reason"])
+    for why in sorted({"buffer_full", "error"} | set(h.store_dropped_by)):
+        dropped.add_metric([why], h.store_dropped_by.get(why, 0))
+    yield dropped
+    yield GaugeMetricFamily("probe_store_writable", "1 if the last store commit succeeded, 0 while writes fail "
+                            "(full or read-only disk).", value=1.0 if h.store_writable else 0.0)
+    yield GaugeMetricFamily("probe_store_buffered_records", "Records of finished runs not committed yet (in memory).",
+                            value=h.store_buffered)
+    yield GaugeMetricFamily("probe_store_buffered_bytes", "Stored text of those records, the size the buffer "
+                            "bound counts.", value=h.store_buffered_bytes)
+    yield GaugeMetricFamily("probe_store_buffer_limit_bytes", "The bound of that buffer (settings.store_buffer_mb).",
+                            value=h.store_buffer_limit)
     runs = CounterMetricFamily("probe_measurements", "Completed target runs by result.", labels=["result"])
     for result, count in sorted(h.measurements.items()):
         runs.add_metric([result], count)

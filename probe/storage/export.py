@@ -362,8 +362,9 @@ def _slices(store: Store, since: float | None, until: float | None, workers: int
 
 
 def _export_part(path: str, fmt: str, out: str, part: _Slice, first: bool, target: str | None,
-                 service: str | None, batch: int, name: str) -> tuple[int, int]:
-    """One slice of a parallel export, in its own process (its own connection to the store)."""
+                 service: str | None, batch: int, name: str) -> tuple[int, int, list[int]]:
+    """One slice of a parallel export, in its own process (its own connection to the store):
+    (measurements, files, the missing envelope ids its records pointed to)."""
     gc.disable()
     pa.set_memory_pool(pa.system_memory_pool())
     after, until = part
@@ -372,7 +373,7 @@ def _export_part(path: str, fmt: str, out: str, part: _Slice, first: bool, targe
     with Store(path, readonly=True) as store:
         found = _measurements(store, since, None if until is None else until / 1e6, target, service,
                               None if first else after)
-        return _write(fmt, found, Path(out), batch, name)
+        return (*_write(fmt, found, Path(out), batch, name), sorted(store.missing_envelopes))
 
 
 def _write_parallel(store: Store, fmt: str, path: Path, cuts: Sequence[_Slice], target: str | None,
@@ -399,7 +400,9 @@ def _write_parallel(store: Store, fmt: str, path: Path, cuts: Sequence[_Slice], 
         for part in parts:
             if part != path:
                 part.unlink(missing_ok=True)
-    return sum(rows for rows, _ in done), sum(files for _, files in done)
+    for _, _, missing in done:
+        store.missing_envelopes.update(missing)  # named by Store.damage()
+    return sum(rows for rows, _, _ in done), sum(files for _, files, _ in done)
 
 
 def _write_jsonl(found: Iterator[ooni.Measurement], path: Path) -> int:

@@ -376,7 +376,7 @@ def test_cli_missing_or_corrupt_store(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no such store" in capsys.readouterr().err and not missing.exists()
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"garbage" * 1000)
-    assert main(["export", "--store", str(bad), "--out", str(tmp_path / "x.csv")]) == 1
+    assert main(["export", "--store", str(bad), "--out", str(tmp_path / "x.csv")]) == 2  # damaged
     assert str(bad) in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
     newer = tmp_path / "newer.sqlite"

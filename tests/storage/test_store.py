@@ -145,12 +145,14 @@ def test_batches_commit_by_size_and_by_age(tmp_path: Path) -> None:
         store.append(records[:4])
         assert committed() == 0  # buffered
         store.append(records[4:7])
-        assert committed() == 5  # one full batch, 2 waiting
+        assert committed() == 7  # the batch is full: committed, with the rest of that call
+        store.append(records[7:8])
+        assert committed() == 7  # buffered
         now[0] += 11
-        store.append(records[7:8])  # the oldest buffered record is now old enough
-        assert committed() == 8
-        store.append(records[8:])
-        assert committed() == 8
+        store.append(records[8:10])  # the oldest buffered record is now old enough
+        assert committed() == 10
+        store.append(records[10:])
+        assert committed() == 10
     assert committed() == 12  # close flushes
     other.close()
 

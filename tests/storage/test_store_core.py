@@ -46,7 +46,8 @@ sys.path.insert(0, {str(Path.cwd())!r})
 from probe.storage.store import Store
 from tests.storage.test_store_core import _verdicts
 store = Store({str(path)!r}, batch_size=10, flush_seconds=3600)
-store.append(_verdicts(25))   # two batches of 10 committed, 5 pending
+store.append(_verdicts(20))   # a full batch: committed
+store.append(_verdicts(5, t0={T0 + 100}))  # pending
 os._exit(9)                   # crash: no close, no flush
 """
     done = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True, text=True)
