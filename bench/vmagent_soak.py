@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         vm = VictoriaMetrics(tmp / "vm").start()
         daemon = subprocess.Popen(
             [sys.executable, "-m", "probe", "daemon", "--targets", str(tmp / "targets.yaml"),
-             "--listen", f"127.0.0.1:{probe_port}"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+             "--listen", f"127.0.0.1:{probe_port}"], cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PROBE_INFORMED_CONSENT": "1"},  # a bench, on loopback
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         files = vmagent_config(tmp / "vmagent", probe_id="soak-1", cc="DE", asn=3320,
                                remote_write_url=f"{vm.base}/api/v1/write", metrics_address=f"127.0.0.1:{probe_port}",
