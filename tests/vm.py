@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
@@ -43,18 +44,22 @@ class VictoriaMetrics:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def _open(self, url: str, data: bytes | None = None, timeout: float = 60) -> Any:
+    def _open(self, url: str, data: bytes | None = None, timeout: float = 600) -> Any:
         req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
         if self.auth is not None:
             token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
-        return urllib.request.urlopen(req, timeout=timeout)
+        try:
+            return urllib.request.urlopen(req, timeout=timeout)
+        except urllib.error.HTTPError as exc:  # VictoriaMetrics says why in the body
+            raise AssertionError(f"{url[:200]}: HTTP {exc.code}: {exc.read()[:500]!r}") from None
 
     def start(self) -> VictoriaMetrics:
         self.proc = subprocess.Popen(
             [VICTORIA, f"-storageDataPath={self.data}", f"-httpListenAddr=127.0.0.1:{self.port}",
              "-retentionPeriod=100y", "-search.latencyOffset=1s", "-search.disableCache", "-loggerLevel=ERROR",
              "-search.maxUniqueTimeseries=10000000", "-search.maxSamplesPerQuery=1000000000",
+             "-search.maxQueryDuration=600s",
              *([f"-httpAuth.username={self.auth[0]}", f"-httpAuth.password={self.auth[1]}"] if self.auth else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self._open(f"{self.base}/health", timeout=2).status == 200, 30, "victoria-metrics ready")
