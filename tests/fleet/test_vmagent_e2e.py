@@ -152,9 +152,11 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             assert by(vm.query(exprs["ProbeStale"]), "probe", "target") == {("probe-a", "stuck")}
             for name in ("ProbeDown", "ProbeConfigReloadFailed", "ProbeStoreWriteErrors"):
                 assert vm.query(exprs[name]) == [], name
+            wait_for(lambda: vm.query("probe_service:blocked:max == 1") and vm.query(
+                "probe_service:inconclusive:max == 1"), 60, "vmalert's recorded series of the blocking phase")
             time.sleep(2)
             now = time.time()
-            missing = [where for where, expr in dashboard_queries()
+            missing = [(where, expr) for where, expr in dashboard_queries()
                        if not vm.query_range(expr, now - 60, now, INTERVAL)]
             assert missing == [], f"panels without data in VictoriaMetrics: {missing}"
             # the fleet overview's cells: (service, cc, asn) -> probes in each state
