@@ -69,12 +69,14 @@ class Report:
     attempts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    last_reason: str | None = None   # the reason (one of ERRORS) of last_error
     last_success: float | None = None
     complete: bool = False
 
     def error(self, reason: str, text: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
         self.last_error = text
+        self.last_reason = reason
 
 
 def encode(measurements: Iterable[Mapping[str, Any]]) -> bytes:

@@ -1,0 +1,172 @@
+"""The local store as the upload queue: whole target runs behind a cursor, as OONI measurements.
+
+:class:`StoreSource` is the :class:`probe.fleet.upload.Source` over the store
+(:meth:`probe.storage.store.Store.runs_after`). Each pending target run becomes one OONI
+measurement by the same conversion as ``probe export --format jsonl``
+(:func:`probe.analysis.ooni.measurement`); its key is the ``seq`` of the run's last record.
+The cursor (``meta['upload_seq']``) moves only in :meth:`StoreSource.mark_uploaded`, which the
+uploader calls after the collector's acknowledgement: a crash before it means the batch is
+sent again, and the collector counts it as duplicates. Runs the collector rejected (400) are
+remembered (``meta['upload_rejected:SEQ']``), kept locally and never sent again.
+
+:func:`upload_round` is one round (``probe upload``, and the daemon's upload task every
+``upload.interval``): it runs in a thread of its own with its own event loop, so the daemon's
+loop never waits on the store or the network. What it found is kept in ``meta['upload_status']``
+(:class:`Status`), which ``probe status``, the status page and the metrics read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probe.analysis.ooni import measurement
+from probe.core import ooni
+from probe.fleet.enrol import Enrolment
+from probe.fleet.upload import ERRORS, Policy, Report, Uploader, UploadRefused
+from probe.storage.store import Store
+
+STATUS_KEY = "upload_status"
+_REJECTED = "upload_rejected:"
+
+#: The plain words of each upload error (``probe_upload_errors_total{reason}``, upload.ERRORS).
+WORDS: dict[str, str] = {
+    "unreachable": "cannot reach the collector (down, or blocked on this network): it will be retried; "
+                   "a mirror URL or a proxy (upload.proxy) can get around a block",
+    "timeout": "the collector did not answer in time: it will be retried",
+    "server_error": "the collector failed (5xx): it will be retried",
+    "unavailable": "the collector is overloaded or its database is down (503): it will be retried",
+    "rate_limited": "the collector asked this probe to slow down (429): waiting as it asked",
+    "rejected": "the collector rejected some measurements as invalid (400): they are kept here, not resent",
+    "unauthorized": "the collector refused the credential (401): the enrolment was revoked; "
+                    "enrol again (probe enrol URL TOKEN --force)",
+    "forbidden": "the collector refused these measurements (403): they carry another probe id than "
+                 "the enrolment's; enrol again with this store's probe id",
+    "protocol": "the collector's answer was not understood: check the collector URL",
+}
+assert set(WORDS) == set(ERRORS)
+
+
+@dataclass
+class Status:
+    """The uploader's state as kept in the store (``meta['upload_status']``)."""
+
+    last_attempt: float | None = None
+    last_success: float | None = None
+    last_reason: str | None = None     # one of upload.ERRORS, None after a clean round
+    last_error: str | None = None      # the technical detail (URL, status)
+    errors: dict[str, int] = field(default_factory=dict)   # reason -> count, since the store began
+    uploaded: int = 0                  # measurements acknowledged, since the store began
+
+    @classmethod
+    def load(cls, store: Store) -> Status:
+        text = store.meta(STATUS_KEY)
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def words(self) -> str | None:
+        """The last error in plain words, or None."""
+        return None if self.last_reason is None else WORDS.get(self.last_reason, self.last_reason)
+
+
+class StoreSource:
+    """Pending target runs of ``store`` as OONI measurements; see the module docstring."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.rejected = {int(k[len(_REJECTED):]) for k in self._rejected_keys()}
+        self.skipped = 0   # runs without a verdict (interrupted): nothing to upload
+
+    def _rejected_keys(self) -> list[str]:
+        rows = self.store.db.execute("SELECT key FROM meta WHERE key LIKE ?", (_REJECTED + "%",)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def pending(self, limit: int) -> list[tuple[Hashable, Mapping[str, Any]]]:
+        while True:
+            cursor = self.store.upload_cursor()
+            runs = self.store.runs_after(cursor, limit)
+            out: list[tuple[Hashable, Mapping[str, Any]]] = []
+            passed = cursor  # runs at the head with nothing to send: the cursor passes them
+            for last, records in runs:
+                if not records or last in self.rejected:
+                    if not out:
+                        passed = last
+                        self.skipped += not records
+                    continue
+                out.append((last, json.loads(ooni.encode(measurement(records)))))
+            if passed != cursor:
+                self.store.set_meta({"upload_seq": str(passed)})
+            if out or not runs:
+                return out
+
+    def mark_uploaded(self, keys: Sequence[Hashable]) -> None:
+        last = max(int(k) for k in keys)  # type: ignore[call-overload]
+        if last > self.store.upload_cursor():
+            self.store.set_meta({"upload_seq": str(last)})
+
+    def mark_rejected(self, keys: Sequence[Hashable], reasons: Sequence[str]) -> None:
+        self.store.set_meta({f"{_REJECTED}{k}": r for k, r in zip(keys, reasons, strict=True)})
+        self.rejected.update(int(k) for k in keys)  # type: ignore[call-overload]
+
+
+@dataclass
+class Round:
+    """What one upload round did (the report) and whether the collector refused the probe."""
+
+    report: Report
+    refused: bool
+    pending: int
+    status: Status
+
+
+def upload_round(store_path: Path, enrolment: Enrolment, policy: Policy, *, proxy: str | None = None,
+                 verify: Any = True, stop: threading.Event | None = None) -> Round:
+    """Upload what is pending in the store at ``store_path``, in the calling thread (its own event
+    loop and its own store connection). ``stop`` ends the round early (the waits return at once,
+    the queue stays pending)."""
+    stop = stop or threading.Event()
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.to_thread(stop.wait, seconds)
+
+    def clock() -> float:
+        return float("inf") if stop.is_set() else time.monotonic()
+
+    with Store(store_path, retention_days=None) as store:
+        source = StoreSource(store)
+        report = Report()
+        refused = False
+
+        async def go() -> None:
+            nonlocal refused
+            async with Uploader(enrolment.urls, enrolment.credential, policy=policy, proxy=proxy or enrolment.proxy,
+                                verify=verify, sleep=sleep, clock=clock) as up:
+                try:
+                    await up.run(source, report)
+                except UploadRefused:
+                    refused = True
+
+        asyncio.run(go())
+        status = Status.load(store)
+        status.last_attempt = time.time()
+        for reason, n in report.errors.items():
+            status.errors[reason] = status.errors.get(reason, 0) + n
+        status.uploaded += report.sent
+        if report.last_success is not None:
+            status.last_success = report.last_success
+        if refused or not report.complete:
+            status.last_reason = report.last_reason
+            status.last_error = report.last_error
+        else:
+            status.last_reason = status.last_error = None
+        store.set_meta({STATUS_KEY: json.dumps(asdict(status))})
+        return Round(report, refused, store.pending_runs(), status)
+
