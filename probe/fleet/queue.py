@@ -19,38 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from probe.analysis.ooni import measurement
 from probe.core import ooni
-from probe.fleet.enrol import Enrolment
-from probe.fleet.upload import ERRORS, Policy, Report, Uploader, UploadRefused
-from probe.storage.store import Store
+from probe.core.config import Upload
+from probe.fleet.enrol import EnrolError, Enrolment, config_path, load, tls_verify
+from probe.fleet.upload import Policy, Report, Uploader, UploadRefused
+from probe.service.metrics import Health, MetricsState
+from probe.service.status import UPLOAD_WORDS as WORDS
+from probe.storage.store import Store, StoreError
+
+log = logging.getLogger("probe.service.daemon")
 
 STATUS_KEY = "upload_status"
 _REJECTED = "upload_rejected:"
 
-#: The plain words of each upload error (``probe_upload_errors_total{reason}``, upload.ERRORS).
-WORDS: dict[str, str] = {
-    "unreachable": "cannot reach the collector (down, or blocked on this network): it will be retried; "
-                   "a mirror URL or a proxy (upload.proxy) can get around a block",
-    "timeout": "the collector did not answer in time: it will be retried",
-    "server_error": "the collector failed (5xx): it will be retried",
-    "unavailable": "the collector is overloaded or its database is down (503): it will be retried",
-    "rate_limited": "the collector asked this probe to slow down (429): waiting as it asked",
-    "rejected": "the collector rejected some measurements as invalid (400): they are kept here, not resent",
-    "unauthorized": "the collector refused the credential (401): the enrolment was revoked; "
-                    "enrol again (probe enrol URL TOKEN --force)",
-    "forbidden": "the collector refused these measurements (403): they carry another probe id than "
-                 "the enrolment's; enrol again with this store's probe id",
-    "protocol": "the collector's answer was not understood: check the collector URL",
-}
-assert set(WORDS) == set(ERRORS)
 
 
 @dataclass
@@ -125,6 +115,7 @@ class Round:
     refused: bool
     pending: int
     status: Status
+    expired: int = 0   # measurements deleted at the queue's bound, since the store began
 
 
 def upload_round(store_path: Path, enrolment: Enrolment, policy: Policy, *, proxy: str | None = None,
@@ -168,5 +159,55 @@ def upload_round(store_path: Path, enrolment: Enrolment, policy: Policy, *, prox
         else:
             status.last_reason = status.last_error = None
         store.set_meta({STATUS_KEY: json.dumps(asdict(status))})
-        return Round(report, refused, store.pending_runs(), status)
+        return Round(report, refused, store.pending_runs(), status, int(store.meta("upload_expired") or 0))
 
+
+
+def publish(state: MetricsState, done: Round) -> None:
+    """A round's outcome into the daemon's metrics (``probe_upload_*``)."""
+
+    def update(h: Health) -> None:
+        h.upload_enabled = True
+        h.upload_pending = done.pending
+        h.upload_last_success = done.status.last_success or 0.0
+        h.upload_expired = done.expired
+        for reason, n in done.report.errors.items():
+            h.upload_errors[reason] = h.upload_errors.get(reason, 0) + n
+
+    state.update_health(update)
+
+
+def _daemon_round(store_path: Path, settings: Upload, policy: Policy, stop: threading.Event) -> Round:
+    """One round with the settings' enrolment file, URLs, proxy and CA (in the upload thread)."""
+    enrolment = load(Path(settings.credential).expanduser() if settings.credential else config_path())
+    if settings.urls:
+        enrolment = replace(enrolment, urls=tuple(settings.urls))
+    return upload_round(store_path, enrolment, policy, proxy=settings.proxy, verify=tls_verify(settings.cacert),
+                        stop=stop)
+
+
+async def upload_loop(store_path: Path, settings: Upload, state: MetricsState) -> None:
+    """The daemon's upload task: a round every ``settings.interval`` seconds, each in a thread of
+    its own (:func:`upload_round`), until cancelled (the round in flight then stops waiting)."""
+    stop = threading.Event()
+    policy = Policy(batch_size=settings.batch_size, deadline_s=max(settings.interval, 60.0))
+    state.update_health(lambda h: setattr(h, "upload_enabled", True))
+    said: str | None = None
+    try:
+        while True:
+            try:
+                done = await asyncio.to_thread(_daemon_round, store_path, settings, policy, stop)
+                publish(state, done)
+                now = done.status.words()
+                fields = {"sent": done.report.sent, "pending": done.pending}
+            except (EnrolError, StoreError) as exc:
+                now, fields = str(exc), {}
+            if now != said:  # the first failure and the recovery, once each
+                if now is None:
+                    log.info("upload ok", extra={"fields": fields})
+                else:
+                    log.warning("upload failing", extra={"fields": {**fields, "error": now}})
+                said = now
+            await asyncio.sleep(settings.interval)
+    finally:
+        stop.set()

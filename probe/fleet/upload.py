@@ -29,9 +29,10 @@ from typing import Any, Protocol
 import httpx
 import zstandard
 
+from probe.service.metrics import UPLOAD_ERRORS
+
 #: Reasons an upload failed (the ``reason`` label of ``probe_upload_errors_total``).
-ERRORS = ("unreachable", "timeout", "server_error", "unavailable", "rate_limited", "rejected",
-          "unauthorized", "forbidden", "protocol")
+ERRORS = UPLOAD_ERRORS
 
 
 class Source(Protocol):
