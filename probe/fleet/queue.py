@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -37,6 +38,8 @@ from probe.service.status import UPLOAD_WORDS as WORDS
 from probe.storage.store import Store, StoreError
 
 log = logging.getLogger("probe.service.daemon")
+#: The longest wait between two failed rounds of the daemon's uploader (seconds).
+MAX_WAIT = 600.0
 
 STATUS_KEY = "upload_status"
 _REJECTED = "upload_rejected:"
@@ -188,9 +191,16 @@ def _daemon_round(store_path: Path, settings: Upload, policy: Policy, stop: thre
 
 async def upload_loop(store_path: Path, settings: Upload, state: MetricsState) -> None:
     """The daemon's upload task: a round every ``settings.interval`` seconds, each in a thread of
-    its own (:func:`upload_round`), until cancelled (the round in flight then stops waiting)."""
+    its own (:func:`upload_round`), until cancelled (the round in flight then stops waiting).
+
+    A round retries (backoff with jitter, Retry-After) for at most ``interval`` seconds, then
+    publishes what happened (metrics, the status record); after failed rounds the next one waits
+    longer, a random time up to ``interval`` × 2^failures (at most :data:`MAX_WAIT`), so that a fleet
+    coming back after an outage spreads out."""
     stop = threading.Event()
-    policy = Policy(batch_size=settings.batch_size, deadline_s=max(settings.interval, 60.0))
+    policy = Policy(batch_size=settings.batch_size, deadline_s=settings.interval)
+    rng = random.Random()
+    failures = 0
     state.update_health(lambda h: setattr(h, "upload_enabled", True))
     said: str | None = None
     try:
@@ -202,12 +212,14 @@ async def upload_loop(store_path: Path, settings: Upload, state: MetricsState) -
                 fields = {"sent": done.report.sent, "pending": done.pending}
             except (EnrolError, StoreError) as exc:
                 now, fields = str(exc), {}
+            failures = 0 if now is None else failures + 1
             if now != said:  # the first failure and the recovery, once each
                 if now is None:
                     log.info("upload ok", extra={"fields": fields})
                 else:
                     log.warning("upload failing", extra={"fields": {**fields, "error": now}})
                 said = now
-            await asyncio.sleep(settings.interval)
+            ceiling = min(MAX_WAIT, settings.interval * 2 ** min(failures, 16))
+            await asyncio.sleep(rng.uniform(settings.interval, max(settings.interval, ceiling)))
     finally:
         stop.set()

@@ -196,3 +196,63 @@ def test_retention_keeps_what_is_not_uploaded(tmp_path: Path) -> None:
         assert store.pending_runs() == 2 and store.meta("upload_expired") is None
         assert store.prune(now=T0 + 40 * day) == 6  # past the bound: deleted, and counted
         assert store.meta("upload_expired") == "2" and store.count() == 0
+
+
+def _metric(port: int, name: str) -> float:
+    from tests.service.test_daemon import scrape
+
+    lines = [ln for ln in scrape(port).splitlines() if ln.startswith(name + " ") or ln.startswith(name + "{")]
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+
+def test_two_daemons_upload_through_an_outage(
+    tmp_path: Path, db: str, token: str, collectors: Callable[..., CollectorProcess],
+) -> None:
+    from tests.service.test_daemon import free_port, targets_yaml, wait_for
+
+    c = collectors(db)
+    procs, stores, ports = [], [], []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        store, conf = home / "store.sqlite", home / "fleet.json"
+        targets = home / "targets.yaml"
+        targets.write_text(targets_yaml(["t1", "t2"], interval=1.0, settings=(
+            f", upload: {{enabled: true, interval: 1, credential: {conf}}}")))
+        assert main(["enrol", c.url, token, "--store", str(store), "--config", str(conf)]) == 0
+        stores.append(store)
+        ports.append(free_port())
+    c.stop()  # the collector is down while the daemons measure
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PROBE_INFORMED_CONSENT": "1"}
+    try:
+        for store, port in zip(stores, ports, strict=True):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "probe", "daemon", "--targets", str(store.parent / "targets.yaml"),
+                 "--store", str(store), "--listen", f"127.0.0.1:{port}", "--grace", "2",
+                 "--measure", "tests.service.test_daemon:fake_measure"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(store.parent / "daemon.log").open("wb"), env=env))
+        for port in ports:
+            wait_for(lambda p=port: _metric(p, 'probe_upload_errors_total{reason="unreachable"}') > 0
+                     and _metric(p, "probe_upload_pending") >= 4, 60, "the outage counted, runs pending")
+            assert _metric(port, "probe_upload_last_success_timestamp_seconds") == 0
+        c.start()
+        for port in ports:
+            wait_for(lambda p=port: _metric(p, "probe_upload_last_success_timestamp_seconds") > 0, 60,
+                     "an upload after the outage")
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    for store in stores:  # what the daemons measured after their last round
+        done = _cli("upload", "--store", str(store), "--config", str(store.parent / "fleet.json"))
+        assert done.returncode == 0, done.stderr
+    verdicts = set().union(*(_verdicts(s) for s in stores))
+    stored = _stored(db)
+    print(f"two daemons through an outage: measured {len(verdicts)}, stored {len(stored)}, "
+          f"twice {len(stored) - len({m['measurement_uid'] for m in stored})}")
+    assert len(stored) == len({m["measurement_uid"] for m in stored}) == len(verdicts)
+    assert {m["test_keys"]["verdict_id"] for m in stored} == verdicts  # type: ignore[index]
