@@ -256,3 +256,18 @@ def test_two_daemons_upload_through_an_outage(
           f"twice {len(stored) - len({m['measurement_uid'] for m in stored})}")
     assert len(stored) == len({m["measurement_uid"] for m in stored}) == len(verdicts)
     assert {m["test_keys"]["verdict_id"] for m in stored} == verdicts  # type: ignore[index]
+
+
+def test_upload_settings_validated_with_file_and_line() -> None:
+    from probe.core.config import ConfigError, load_text
+
+    good = load_text("settings:\n  upload: {enabled: true, urls: [https://c.example/], proxy: socks5://127.0.0.1:9050,"
+                     " batch_size: 100}\ntargets:\n  - {name: a, service: s, category: c, host: a.test}\n", "t.yaml")
+    assert good.settings.upload.enabled and good.settings.upload.urls == ("https://c.example/",)
+    assert good.settings.upload.batch_size == 100 and good.settings.upload.max_pending_days == 30
+    for bad, said in (("upload: {enabled: yes please}", "t.yaml:2"), ("upload: {proxy: ftp://x}", "socks5://"),
+                      ("upload: {batch: 3}", "unknown key 'batch'"), ("upload: {urls: [c.example]}", "http")):
+        with pytest.raises(ConfigError) as caught:
+            load_text(f"settings:\n  {bad}\ntargets:\n  - {{name: a, service: s, category: c, host: a.test}}\n",
+                      "t.yaml")
+        assert said in str(caught.value) and "t.yaml:2" in str(caught.value)
