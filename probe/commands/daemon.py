@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     from probe.service.runner import run_loop
 
     daemon_mod.setup_logging(getattr(logging, args.log_level.upper()), fmt=args.log_format)
-    cfg = load_config(args.targets)
+    cfg = _with_fleet_helper(load_config(args.targets))
     settings = cfg.settings
     if not consent.require(args.i_consent, settings):
         return 2
@@ -93,6 +94,22 @@ def _run(args: argparse.Namespace) -> int:
         return run_loop(endpoints.serve(daemon.run()))
     finally:
         endpoints.close()
+
+
+def _with_fleet_helper(cfg: Any) -> Any:
+    """With upload on and no ``settings.test_helper``, the enrolled collector's test helper is the
+    control vantage (at start; a reload keeps the file's setting)."""
+    settings = cfg.settings
+    if not settings.upload.enabled or settings.test_helper:
+        return cfg
+    from probe.fleet.enrol import EnrolError, config_path, load
+
+    path = Path(settings.upload.credential).expanduser() if settings.upload.credential else config_path()
+    try:
+        helper = load(path).test_helper
+    except EnrolError:
+        return cfg
+    return dataclasses.replace(cfg, settings=dataclasses.replace(settings, test_helper=helper)) if helper else cfg
 
 
 def _open_store(path: str, settings: Settings) -> Store:

@@ -271,3 +271,40 @@ def test_upload_settings_validated_with_file_and_line() -> None:
             load_text(f"settings:\n  {bad}\ntargets:\n  - {{name: a, service: s, category: c, host: a.test}}\n",
                       "t.yaml")
         assert said in str(caught.value) and "t.yaml:2" in str(caught.value)
+
+
+async def test_the_collector_serves_the_test_helper_and_an_enrolled_probe_uses_it(
+    tmp_path: Path, db: str, token: str, collectors: Callable[..., CollectorProcess], listener: int,
+) -> None:
+    import httpx
+
+    from probe.checks.control import ask
+    from probe.commands.daemon import _with_fleet_helper
+    from probe.core.config import load_text
+    from probe.core.context import Context
+    from probe.core.records import ProbeMeta
+    from probe.fleet.enrol import enrol, save
+
+    c = collectors(db, "--helper-concurrency", "4")
+    enrolment = enrol([c.url], token)
+    assert enrolment.test_helper == f"{c.url}/helper"
+    conf = tmp_path / "fleet.json"
+    save(enrolment, conf)
+    cfg = load_text(f"settings: {{upload: {{enabled: true, credential: {conf}}}}}\n"
+                    "targets:\n  - {name: a, service: s, category: c, host: a.test}\n")
+    settings = _with_fleet_helper(cfg).settings
+    assert settings.test_helper == enrolment.test_helper  # the enrolled collector is the control vantage
+    ctx = Context(settings=settings, meta=ProbeMeta(probe_id="p"))
+    up = await ask(settings.test_helper, "127.0.0.1", listener, None, ctx, target="t")
+    down = await ask(settings.test_helper, "127.0.0.1", closed_port(), None, ctx, target="t")
+    assert up.ok and up.details.tcp_ok is True
+    assert down.ok and down.details.tcp_ok is False and down.details.tcp_failure == "connection_refused"
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{c.url}/helper/whoami")).json() == {"client": "127.0.0.1"}
+        assert (await client.post(f"{c.url}/helper/check", content=b"x" * 9000)).status_code == 413
+        assert (await client.post(f"{c.url}/helper/check", json={"address": "127.0.0.1"})).status_code == 400
+        assert (await client.get(f"{c.url}/helper/nothing")).status_code == 404
+    # the helper's requests are neither stored nor logged (no access log)
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM measurements").fetchone() == (0,)
+    assert "/helper" not in c.log.read_text()
