@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -59,7 +58,11 @@ def _run(args: argparse.Namespace) -> int:
     from probe.service.runner import run_loop
 
     daemon_mod.setup_logging(getattr(logging, args.log_level.upper()), fmt=args.log_format)
-    cfg = _with_fleet_helper(load_config(args.targets))
+    cfg = load_config(args.targets)
+    if cfg.settings.upload.enabled:
+        from probe.fleet.vantage import amend
+
+        cfg = amend(cfg)
     settings = cfg.settings
     if not consent.require(args.i_consent, settings):
         return 2
@@ -75,6 +78,10 @@ def _run(args: argparse.Namespace) -> int:
     scrub_logs(ctx.own)
     daemon = daemon_mod.Daemon(cfg, ctx, measure, store=store, grace=args.grace,
                                detect=daemon_mod.default_detector())
+    if settings.upload.enabled:
+        from probe.fleet.vantage import amend
+
+        daemon.amend = amend  # on reloads too
     if store is not None and settings.upload.enabled:
         from probe.fleet.queue import upload_loop
 
@@ -94,22 +101,6 @@ def _run(args: argparse.Namespace) -> int:
         return run_loop(endpoints.serve(daemon.run()))
     finally:
         endpoints.close()
-
-
-def _with_fleet_helper(cfg: Any) -> Any:
-    """With upload on and no ``settings.test_helper``, the enrolled collector's test helper is the
-    control vantage (at start; a reload keeps the file's setting)."""
-    settings = cfg.settings
-    if not settings.upload.enabled or settings.test_helper:
-        return cfg
-    from probe.fleet.enrol import EnrolError, config_path, load
-
-    path = Path(settings.upload.credential).expanduser() if settings.upload.credential else config_path()
-    try:
-        helper = load(path).test_helper
-    except EnrolError:
-        return cfg
-    return dataclasses.replace(cfg, settings=dataclasses.replace(settings, test_helper=helper)) if helper else cfg
 
 
 def _open_store(path: str, settings: Settings) -> Store:

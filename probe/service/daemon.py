@@ -227,6 +227,8 @@ class Daemon:
     monotonic: Callable[[], float] = time.monotonic
     #: tasks of the layers above, run beside the scheduler until the stop (the fleet's uploader)
     background: Sequence[Callable[[], Awaitable[None]]] = ()
+    #: applied to every configuration loaded on a reload (the fleet's control vantage and targets)
+    amend: Callable[[Config], Config] | None = None
 
     def __post_init__(self) -> None:
         self._heap: list[tuple[float, int, str, int]] = []
@@ -310,6 +312,8 @@ class Daemon:
         return False
 
     def _reloaded(self, new: Config) -> bool:
+        if self.amend is not None:
+            new = self.amend(new)
         old = self.config.settings
         for key in ("concurrency", "listen", "store"):
             if getattr(old, key) != getattr(new.settings, key):

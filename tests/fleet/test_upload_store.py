@@ -256,6 +256,8 @@ def test_two_daemons_upload_through_an_outage(
           f"twice {len(stored) - len({m['measurement_uid'] for m in stored})}")
     assert len(stored) == len({m["measurement_uid"] for m in stored}) == len(verdicts)
     assert {m["test_keys"]["verdict_id"] for m in stored} == verdicts  # type: ignore[index]
+    # the collector's own reachability, measured like any target (service fleet), uploaded too
+    assert {"collector"} <= {m["test_keys"]["target"] for m in stored}  # type: ignore[index]
 
 
 def test_upload_settings_validated_with_file_and_line() -> None:
@@ -279,11 +281,11 @@ async def test_the_collector_serves_the_test_helper_and_an_enrolled_probe_uses_i
     import httpx
 
     from probe.checks.control import ask
-    from probe.commands.daemon import _with_fleet_helper
     from probe.core.config import load_text
     from probe.core.context import Context
     from probe.core.records import ProbeMeta
     from probe.fleet.enrol import enrol, save
+    from probe.fleet.vantage import amend
 
     c = collectors(db, "--helper-concurrency", "4")
     enrolment = enrol([c.url], token)
@@ -292,8 +294,17 @@ async def test_the_collector_serves_the_test_helper_and_an_enrolled_probe_uses_i
     save(enrolment, conf)
     cfg = load_text(f"settings: {{upload: {{enabled: true, credential: {conf}}}}}\n"
                     "targets:\n  - {name: a, service: s, category: c, host: a.test}\n")
-    settings = _with_fleet_helper(cfg).settings
+    amended = amend(cfg)
+    settings = amended.settings
     assert settings.test_helper == enrolment.test_helper  # the enrolled collector is the control vantage
+    collector = amended.targets[-1]  # and its reachability is measured like any target
+    assert (collector.name, collector.service, collector.addresses) == ("collector", "fleet", ("127.0.0.1",))
+    assert collector.checks == ("tcp", "http") and collector.urls == (f"{c.url}/healthz",)
+    from probe.pipeline import measure_target
+
+    reached = await measure_target(collector, Context(settings=cfg.settings, meta=ProbeMeta(probe_id="p")))
+    assert reached.verdict.accessible is True, reached.verdict
+    assert {r.check for r in reached.results} >= {"tcp", "http"}
     ctx = Context(settings=settings, meta=ProbeMeta(probe_id="p"))
     up = await ask(settings.test_helper, "127.0.0.1", listener, None, ctx, target="t")
     down = await ask(settings.test_helper, "127.0.0.1", closed_port(), None, ctx, target="t")
