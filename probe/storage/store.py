@@ -619,26 +619,33 @@ class Store:
         if self.retention_days is not None and self.clock() - self._last_prune >= _PRUNE_EVERY:
             self._prune_quietly()
 
-    def _commit(self, rows: list[tuple[Any, ...]]) -> None:
-        if self._conn is None:
-            self._conn = self._open()
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back whole on any error);
+        an SQLite error becomes a StoreError saying ``what`` failed."""
         conn = self._connection()
-        staged: dict[str, int] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                ids = self._envelope_rows(rows, staged)
-                conn.executemany(
-                    "INSERT OR IGNORE INTO records (id, t_us, eid, target, service, record_type,"
-                    " test_name, head, test_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(r[0], r[1], ids[r[2]], *r[3:]) for r in rows],
-                )
+                yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
         except sqlite3.Error as exc:
-            raise self._fail("cannot write the store", exc) from None
+            raise self._fail(what, exc) from None
+
+    def _commit(self, rows: list[tuple[Any, ...]]) -> None:
+        if self._conn is None:
+            self._conn = self._open()
+        staged: dict[str, int] = {}
+        with self._transaction("cannot write the store") as conn:
+            ids = self._envelope_rows(rows, staged)
+            conn.executemany(
+                "INSERT OR IGNORE INTO records (id, t_us, eid, target, service, record_type,"
+                " test_name, head, test_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r[0], r[1], ids[r[2]], *r[3:]) for r in rows],
+            )
         if len(self._envelope_ids) > 10_000:
             self._envelope_ids.clear()
         self._envelope_ids.update(staged)  # only ids whose insert committed
@@ -956,22 +963,13 @@ class Store:
         self._check_open()
         if self.readonly:
             raise self._fail("opened read-only")
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for key, value in items.items():
-                    if value is None:
-                        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
-                    else:
-                        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                                     " DO UPDATE SET value = excluded.value", (key, value))
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-        except sqlite3.Error as exc:
-            raise self._fail("cannot write the store", exc) from None
+        with self._transaction("cannot write the store") as conn:
+            for key, value in items.items():
+                if value is None:
+                    conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                                 " DO UPDATE SET value = excluded.value", (key, value))
 
     def upload_cursor(self) -> int:
         """The ``seq`` of the last record the collector acknowledged (0: none)."""
