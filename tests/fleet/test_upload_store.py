@@ -319,3 +319,32 @@ async def test_the_collector_serves_the_test_helper_and_an_enrolled_probe_uses_i
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM measurements").fetchone() == (0,)
     assert "/helper" not in c.log.read_text()
+
+
+def test_a_crash_between_the_ack_and_the_cursor_resends_as_duplicates(
+    tmp_path: Path, db: str, token: str, collectors: Callable[..., CollectorProcess], listener: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from probe.fleet import queue
+    from probe.fleet.enrol import enrol
+    from probe.fleet.upload import Policy
+
+    c = collectors(db)
+    store = _measure(tmp_path / "p", listener, 3)
+    with Store(store) as s:
+        enrolment = enrol([c.url], token, probe_id=s.probe_id(None))
+    real = queue.StoreSource.mark_uploaded
+
+    def crash(self: queue.StoreSource, keys: object) -> None:
+        raise RuntimeError("killed after the collector's commit, before the cursor's")
+
+    monkeypatch.setattr(queue.StoreSource, "mark_uploaded", crash)
+    with pytest.raises(RuntimeError, match="before the cursor"):
+        queue.upload_round(store, enrolment, Policy(batch_size=4))
+    assert count(db) == (4, 4)  # the collector stored the first batch; the cursor did not move
+    with Store(store, readonly=True) as s:
+        assert s.upload_cursor() == 0 and s.pending_runs() == 6
+    monkeypatch.setattr(queue.StoreSource, "mark_uploaded", real)
+    done = queue.upload_round(store, enrolment, Policy(batch_size=4))
+    assert (done.report.sent, done.report.accepted, done.report.duplicates) == (6, 2, 4)
+    assert done.pending == 0 and count(db) == (6, 6)  # sent again, stored once
