@@ -228,6 +228,10 @@ class Daemon:
     detect: Detect | None = None
     rng: random.Random = field(default_factory=random.Random)
     monotonic: Callable[[], float] = time.monotonic
+    #: tasks of the layers above, run beside the scheduler until the stop (the fleet's uploader)
+    background: Sequence[Callable[[], Awaitable[None]]] = ()
+    #: applied to every configuration loaded on a reload (the fleet's control vantage and targets)
+    amend: Callable[[Config], Config] | None = None
 
     def __post_init__(self) -> None:
         self._heap: list[tuple[float, int, str, int]] = []
@@ -311,6 +315,8 @@ class Daemon:
         return False
 
     def _reloaded(self, new: Config) -> bool:
+        if self.amend is not None:
+            new = self.amend(new)
         old = self.config.settings
         for key in ("concurrency", "listen", "store"):
             if getattr(old, key) != getattr(new.settings, key):
@@ -351,6 +357,7 @@ class Daemon:
         flusher = asyncio.create_task(self._flush_loop(), name="flusher")
         monitor = asyncio.create_task(self._loop_monitor(), name="loop-monitor")
         whoami = asyncio.create_task(self._whoami_loop(), name="whoami")
+        extra = [asyncio.ensure_future(make()) for make in self.background]
         _log(logging.INFO, "daemon started", targets=len(self._jobs),
              concurrency=self.config.settings.concurrency)
         if ready is not None:
@@ -360,6 +367,9 @@ class Daemon:
         finally:
             monitor.cancel()
             whoami.cancel()
+            for task in extra:
+                task.cancel()
+            await asyncio.gather(*extra, return_exceptions=True)
             await self._shutdown(dispatcher, flusher, workers)
             if install_signals:
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
