@@ -24,6 +24,8 @@ Deterministic (fixed seeds). ``--days`` sets the target-days of pure noise (defa
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import random
 import statistics
@@ -41,6 +43,7 @@ from probe.analysis.events import (  # noqa: E402
     Detector,
     DetectParams,
     Point,
+    RecordDetector,
     Series,
     Status,
     cusum_detect,
@@ -81,6 +84,35 @@ class Retests:
 
     count: int = DEFAULTS.retests
     spacing: float = DEFAULTS.retest_spacing
+    unsettled: bool = True  # also re-test while the detector is unsettled (the daemon's second trigger)
+
+
+def _unsettled_series(name: str, policy: Retests) -> Callable[[float, Status, bool], bool] | None:
+    """The daemon's second trigger on one tcp_ip series: a detector fed every observation."""
+    if not policy.unsettled:
+        return None
+    det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip")), itertools.count()
+
+    def feed(t: float, status: Status, retest: bool) -> bool:
+        det.take(Point(t, f"u{next(n)}", status, not retest))
+        return det.unsettled
+
+    return feed
+
+
+def _unsettled_records(target: str, policy: Retests) -> Callable[[float, object, bool], bool] | None:
+    """The daemon's second trigger on one target's verdicts (its RecordDetector)."""
+    if not policy.unsettled:
+        return None
+    det, n = RecordDetector(), itertools.count()
+
+    def feed(t: float, blocking: object, retest: bool) -> bool:
+        record: dict[str, object] = {"record_type": "verdict", "probe_id": "lab", "target": target, "id": f"u{next(n)}",
+                                     "measurement_start_time": format_time(t), "test_keys": {"blocking": blocking}}
+        det.feed(mark_retest([record], "u", 1) if retest else [record])
+        return det.unsettled(target)
+
+    return feed
 
 
 def _blocked(episodes: Sequence[tuple[float, float | None]], t: float) -> bool:
@@ -122,12 +154,12 @@ def _series(name: str, statuses: Sequence[Status | None], times: Sequence[float]
         return Series("bench", name, "svc", "tcp", "tcp_ip", points)
     rng = random.Random(name)
     observed = simulate(regular, lambda t0, t: world.draw(rng, index[t0], t), _outcome, retests.count,
-                        retests.spacing)
+                        retests.spacing, _unsettled_series(name, retests))
     tested: list[Point] = []
     last = 0
     for t, status, k in observed:
         last = index[t] if k == 0 else last
-        tested.append(Point(t, f"{name}-{last}" + (f"r{k}" if k else ""), status))
+        tested.append(Point(t, f"{name}-{last}" + (f"r{k}" if k else ""), status, k == 0))
     return Series("bench", name, "svc", "tcp", "tcp_ip", tuple(tested))
 
 
@@ -278,7 +310,8 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
         def retest(_: float, t: float) -> object:
             return noisy(False if outcome_of(expected(t)) == "ok" else expected(t), again)
 
-        observed = simulate(regular, retest, outcome_of, retests.count, retests.spacing)
+        observed = simulate(regular, retest, outcome_of, retests.count, retests.spacing,
+                            _unsettled_records(target, retests))
     records: list[dict[str, object]] = []
     of = ""
     for t, blocking, k in observed:
@@ -332,37 +365,44 @@ class Score:
     end_err: list[float]
     delay: list[float]
     delay_samples: list[float]
+    end_delay: list[float] = dataclasses.field(default_factory=list)  # the lift noticed, from the true lift
     missed: int = 0
     spurious: int = 0
     truths: int = 0
     covered: int = 0  # true onsets inside [start_low, start_high]
 
 
-def _run_ours(series: Series, params: DetectParams) -> tuple[list[Event], list[float]]:
+def _run_ours(series: Series, params: DetectParams) -> Found:
     det = Detector(series, params)
     fired: list[float] = []
+    closed: list[float | None] = []
     for p in ordered(series.points):
-        before = det.n_events
+        before, ended = det.n_events, det.n_closed
         det.feed_many((p,))
+        if det.n_closed > ended:
+            closed[ended] = p.time
         if det.n_events > before:
             fired.append(p.time)
-    return det.events(), fired
+            closed.append(None)
+    return det.events(), fired, closed
 
 
-def _run_anchor(series: Series, params: CusumParams) -> tuple[list[Event], list[float]]:
+def _run_anchor(series: Series, params: CusumParams) -> Found:
     events = cusum_detect(series, params)
-    return events, [e.start_high for e in events]  # the anchor timestamps an onset when it detects it
+    # the anchor timestamps an onset (a lift) when it detects it
+    return events, [e.start_high for e in events], [e.end_high for e in events]
 
 
 Runner = Callable[[Series], "Found"]
 
 
-Found = tuple[list[Event], list[float]]  # a runner's answer: the events, and when each was first reported
+#: A runner's answer: the events, when each was first reported, and when each was reported ended.
+Found = tuple[list[Event], list[float], list[float | None]]
 
 
 def score(found: Sequence[tuple[Case, Found]]) -> Score:
     sc = Score([], [], [], [])
-    for case, (events, fired) in found:
+    for case, (events, fired, closed) in found:
         used: set[int] = set()
         bad_times = sorted(p.time for p in case.series.points if p.status == "blocked")
         for truth in case.truths:
@@ -386,6 +426,9 @@ def score(found: Sequence[tuple[Case, Found]]) -> Score:
             sc.delay_samples.append((fired[best] - first_bad) / INTERVAL)
             if truth.lift is not None and e.end_time is not None:
                 sc.end_err.append(abs(e.end_time - truth.lift) / INTERVAL)
+                noticed = closed[best]
+                if noticed is not None:
+                    sc.end_delay.append((noticed - truth.lift) / INTERVAL)
             elif (truth.lift is None) != (e.end_time is None):
                 sc.end_err.append(float("inf"))
         sc.spurious += len(events) - len(used)
@@ -433,6 +476,8 @@ def summary(sc: Score) -> dict[str, float]:
         "delay_median": statistics.median(sc.delay) if sc.delay else float("nan"),
         "delay_p95": _q(sc.delay, 0.95), "delay_max": max(sc.delay, default=float("nan")),
         "delay_samples_p95": _q(sc.delay_samples, 0.95), "delay_samples_max": max(sc.delay_samples, default=0.0),
+        "end_delay_median": statistics.median(sc.end_delay) if sc.end_delay else float("nan"),
+        "end_delay_p95": _q(sc.end_delay, 0.95), "end_delay_max": max(sc.end_delay, default=float("nan")),
         "missed": sc.missed, "spurious": sc.spurious, "truths": sc.truths,
         "onset_in_bounds": sc.covered / max(1, sc.truths - sc.missed),
     }
@@ -455,7 +500,8 @@ def _row(fam: str, s: dict[str, float]) -> str:
             f"{s['end_err_median']:7.2f} {s['end_err_p95']:7.2f} {s['end_err_max']:7.2f} "
             f"{s['delay_median']:6.2f} {s['delay_p95']:6.2f} {s['delay_max']:6.2f} "
             f"{s['missed']:5d} {s['spurious']:5d} {s['onset_in_bounds']:9.2f} "
-            f"{s['delay_samples_p95']:6.1f} {s['delay_samples_max']:6.1f}")
+            f"{s['delay_samples_p95']:6.1f} {s['delay_samples_max']:6.1f} "
+            f"{s['end_delay_median']:6.2f} {s['end_delay_p95']:6.2f} {s['end_delay_max']:6.2f}")
 
 
 def evaluate(run: Runner, cases: Sequence[Case], days: int, retests: Retests | None) -> dict[str, Any]:
@@ -463,7 +509,7 @@ def evaluate(run: Runner, cases: Sequence[Case], days: int, retests: Retests | N
     found = [(c, run(c.series)) for c in cases]
     res: dict[str, Any] = {}
     print(f"{'family':15} {'start med/p95/max':>20} {'end med/p95/max':>22} {'delay med/p95/max':>20} "
-          f"{'miss':>5} {'spur':>5} {'in-bounds':>9} {'after-1st-bad p95/max':>13}")
+          f"{'miss':>5} {'spur':>5} {'in-bounds':>9} {'after-1st-bad p95/max':>13} {'end noticed med/p95/max':>20}")
     for fam in [*sorted({_family(c) for c in cases}), "all"]:
         res[fam] = summary(score([(c, f) for c, f in found if fam in ("all", _family(c))]))
         print(_row(fam, res[fam]))
@@ -504,6 +550,8 @@ def side_by_side(results: dict[str, dict[str, Any]], extra_episodes: float) -> l
     for level in NOISE_LEVELS:
         row(f"  p95 at {level:.0%} noise (step, gaps, multi)", fig("delay_by_noise", f"{level:.0%}", "delay_p95"),
             f"<= {GOAL_DELAY:g}")
+    row("end noticed after true lift median, clean (intervals)", fig("clean", "end_delay_median"))
+    row("end noticed after true lift p95, clean", fig("clean", "end_delay_p95"), f"<= {GOAL_DELAY:g}")
     row("delay from true onset median, all families", fig("all", "delay_median"))
     row("delay from true onset p95, all (outages, flapping)", fig("all", "delay_p95"))
     row("missed events, all", fig("all", "missed"), fmt="14.0f")
@@ -532,10 +580,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=200, help="synthetic series per family")
     ap.add_argument("--retests", type=int, default=DEFAULTS.retests, help="re-tests after a change (simulated)")
     ap.add_argument("--spacing", type=float, default=DEFAULTS.retest_spacing, help="seconds between re-tests")
+    ap.add_argument("--changes-only", action="store_true",
+                    help="re-test after a change only (the policy before the unsettled trigger)")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = ap.parse_args(argv)
     began = time.monotonic()
-    policy = Retests(args.retests, args.spacing)
+    policy = Retests(args.retests, args.spacing, not args.changes_only)
     anchor: Runner = lambda s: _run_anchor(s, CusumParams())  # noqa: E731
     ours: Runner = lambda s: _run_ours(s, DetectParams())  # noqa: E731
     plain = synthetic(args.trials) + lab_cases()
@@ -544,7 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if not a.family.startswith("lab")]
     extra_episodes = sum(b - a for a, b in synthetic_points) / (sum(a for a, _ in synthetic_points) / DAY)
     print(f"interval {INTERVAL:.0f} s; {len(plain)} series with known episodes; {args.days} target-days of noise")
-    print(f"re-tests: {policy.count}, {policy.spacing:g} s apart, after each change of outcome (not after a re-test)")
+    print(f"re-tests: {policy.count}, {policy.spacing:g} s apart, after each change of outcome (not after a re-test)"
+          + (" and after a regular run that leaves the detector unsettled" if policy.unsettled else ""))
     print(ASSUMPTION)
     print("errors and delays in probe intervals (of wall time); FA = false alarms per 1,000 target-days")
     out: dict[str, Any] = {"interval_s": INTERVAL, "noise_target_days": args.days, "retests": policy.count,

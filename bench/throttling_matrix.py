@@ -24,6 +24,9 @@ from probe.lab import HOSTS, Lab
 
 SNI = "web.telegram.test"
 URL = f"https://{SNI}/large?bytes={{bytes}}"
+#: An object far larger than the budget, sent whole whatever the client asks (a CDN file that ignores
+#: Range): each stopped transfer leaves the server's window in the link's queue.
+URL_WHOLE = f"https://{SNI}/large"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,16 @@ class Case:
     params: dict[str, Any]
     direction: str = "down"  # what the probe measures
     rate_kbit: float | None = None
+    before: tuple[tuple[str, dict[str, Any]], ...] = ()  # applied first, in order (the access link)
+    url: str = URL
+
+
+PATH_RTT = ("latency", {"ms": 30})  # a home link's path to a server: without it no queue builds in the lab
+
+
+def _link(mbit: float, limit: int = 1000) -> dict[str, Any]:
+    """``bufferbloat``'s parameters: a home access link at ``mbit`` with a queue of ``limit`` packets."""
+    return {"rate_kbit": mbit * 1000, "limit": limit}
 
 
 CASES = [
@@ -45,12 +58,25 @@ CASES = [
     Case("loss1", False, "loss", {"percent": 1}),
     Case("loss3", False, "loss", {"percent": 3}),
     Case("jitter", False, "latency", {"ms": 50, "jitter_ms": 20}),
+    # The most common volunteer setup: a slow home link with a deep queue (bufferbloat), alone, under
+    # the volunteer's own download, or a radio link whose rate changes every few seconds.
+    *(Case(f"bloat{n}M", False, "bufferbloat", _link(n, q), before=(PATH_RTT,), url=URL_WHOLE)
+      for n, q in ((1, 300), (2, 1000), (5, 1000))),
+    *(Case(f"cross{n}M", False, "cross_traffic", {}, before=(PATH_RTT, ("bufferbloat", _link(n, q))), url=URL_WHOLE)
+      for n, q in ((1, 300), (2, 1000), (5, 1000))),
+    Case("lte", False, "lte", {"rates_kbit": (4000, 1500, 6000, 2500), "period": 3.0, "limit": 1000},
+         before=(PATH_RTT,), url=URL_WHOLE),
+    # ... and a policer behind such a link must still be found.
+    *(Case(f"police{r}-bloat5M", True, "throttle_sni",
+           {"sni": SNI, "rate_kbit": r, "direction": "down", "parent": "1:1"}, rate_kbit=r,
+           before=(PATH_RTT, ("bufferbloat", _link(5))), url=URL_WHOLE)
+      for r in (128, 512)),
 ]
 
 
-def decide(lab: Lab, direction: str) -> dict[str, Any]:
+def decide(lab: Lab, direction: str, url: str = URL) -> dict[str, Any]:
     argv = [sys.executable, "-m", "probe.checks.throughput", "--address", HOSTS[SNI].address, "--sni", SNI,
-            "--url", URL, "--direction", direction]
+            "--url", url, "--direction", direction]
     done = lab.exec(lab.ns_client, argv, check=False, timeout=60)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
@@ -71,19 +97,20 @@ def main() -> int:
     started = time.monotonic()
     with Lab(args.prefix) as lab:
         for case in cases:
-            handle = lab.apply(case.technique, **case.params)
+            handles = [lab.apply(t, **p) for t, p in (*case.before, (case.technique, case.params))]
             try:
                 for _ in range(args.repeat):
-                    out = decide(lab, case.direction)
+                    out = decide(lab, case.direction, case.url)
                     rows.append((case, out))
                     d = out["decision"]
                     if args.verbose:
                         print(f"{case.name:15} {d['blocking']!s:10} {d['direction']:5} "
                               f"est={d['estimated_rate_kbit']} ctl={d['control_rate_kbit']} runs={d['runs']} "
                               f"p={d['p_value']} ratio={d['ratio']} bytes={d['bytes_used']} "
-                              f"s={d['seconds_used']}", flush=True)
+                              f"s={d['seconds_used']} reason={d['reason']!r}", flush=True)
             finally:
-                lab.remove(handle)
+                for handle in reversed(handles):
+                    lab.remove(handle)
             mine = [d["decision"]["blocking"] for c, d in rows if c is case]
             print(f"# {case.name}: throttling {mine.count('throttling')}, not {mine.count(False)}, "
                   f"inconclusive {mine.count(None)}  ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ from probe.core.config import ConfigError
 from probe.storage.store import StoreError
 
 COMMANDS = ("init", "run", "targets", "show", "events", "export", "report", "daemon", "lab", "collector",
-            "enrol", "upload")
+            "enrol", "upload", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

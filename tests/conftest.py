@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import os
 import ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,22 @@ def make_context(ca_file: Path, **settings: object) -> Context:
 @pytest.fixture
 def ctx(ca_file: Path) -> Context:
     return make_context(ca_file)
+
+
+#: Tests that exercise failures run on both event loops: the product runs on uvloop
+#: (probe.service.runner.run_loop) and a loop must never change a verdict (issue 14, class 5).
+_BOTH_LOOPS: tuple[str, ...] = ("tests/checks/", "tests/circumvention/", "tests/test_pipeline_loopback.py")
+
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, LoopFactory]:
+    """asyncio's loop everywhere; uvloop too for the failure-exercising tests (when installed)."""
+    factories: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+    if any(part in item.nodeid for part in _BOTH_LOOPS):
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            factories["uvloop"] = uvloop.new_event_loop
+    return factories

@@ -122,14 +122,34 @@ def test_tables_show_labels_and_stats_show_the_last_value() -> None:
                 assert steps and steps[0]["value"] is None and all(s["color"] for s in steps), where
 
 
+RECORDED = re.compile(r"\b[a-z_]+:[a-z_:]+")
+
+
+def recording_rules() -> dict[str, str]:
+    out = {}
+    for path in sorted((DEPLOY / "rules").glob("*.rules.yml")):
+        data = yaml.safe_load(path.read_text())
+        out |= {r["record"]: r["expr"] for g in data["groups"] for r in g["rules"] if "record" in r}
+    return out
+
+
 def test_queries_only_use_documented_metrics() -> None:
+    """Panels and rules read documented families, or series recorded by deploy/rules (``level:name:op``)."""
     documented = set(re.findall(r"`(probe_[a-z_]+)`", (ROOT / "docs" / "metrics.md").read_text()))
-    used = set()
-    for _, _, expr in panel_queries():
-        used |= set(re.findall(r"\b(probe_[a-z_]+?)(?:_bucket)?\b", expr))
-    for expr in alert_rules().values():
-        used |= set(re.findall(r"\b(probe_[a-z_]+?)(?:_bucket)?\b", expr))
+    records = recording_rules()
+    used, recorded = set(), set()
+    for expr in [e for _, _, e in panel_queries()] + list(alert_rules().values()) + list(records.values()):
+        recorded |= set(RECORDED.findall(expr))
+        used |= set(re.findall(r"\b(probe_[a-z_]+?)(?:_bucket)?\b", RECORDED.sub("", expr)))
     assert used and used <= documented, used - documented
+    assert recorded <= set(records), recorded - set(records)
+
+
+@needs_promtool
+def test_fleet_recording_rules_are_valid() -> None:
+    done = subprocess.run(["promtool", "check", "rules", "fleet.rules.yml"], cwd=DEPLOY / "rules",
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_compose_is_structurally_sound() -> None:

@@ -132,8 +132,9 @@ def test_probe_init_with_flags_needs_no_terminal_and_checks_its_values(home: dic
     assert bad.returncode == 2 and "two letters" in bad.stderr
     done = probe(home, "init", "--i-consent", "--country", "ir", "--asn", "AS58224", "--upload")
     assert done.returncode == 0, done.stderr
-    assert "not available in this version" in done.stdout
+    assert "probe enrol URL TOKEN" in done.stdout
     text = (Path(home["XDG_CONFIG_HOME"]) / "probe" / "targets.yaml").read_text()
+    assert "upload: {enabled: true}" in text
     assert "probe_cc: IR" in text and "probe_asn: AS58224" in text and "Controls:" in text  # comments kept
     assert probe(home, "init").returncode == 1
     assert probe(home, "targets", "list", "--help").returncode == 0

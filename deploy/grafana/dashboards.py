@@ -214,7 +214,145 @@ def service() -> dash_b.Dashboard:
                                                         "renameByName": {"Value": "reachable"}}))))
 
 
-DASHBOARDS = {"probe-overview.json": overview, "probe-service.json": service}
+# -- The fleet (many probes in one VictoriaMetrics, each series labelled probe, cc, asn) -----------
+
+#: The selected networks; every fleet query starts from it.
+NET = 'cc=~"$cc", asn=~"$asn"'
+#: One probe's view of one service (worst over the service's targets), the unit every share counts.
+PER_PROBE = "probe, service, cc, asn"
+
+
+def _fleet_var(name: str, label: str, query: str) -> dash_b.QueryVariable:
+    return (dash_b.QueryVariable(name).label(label).datasource(DS).query(query).include_all(True).multi(True)
+            .all_value(".*").refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dashboard.VariableSort.ALPHABETICAL_ASC)
+            .current(dashboard.VariableOption(selected=True, text="All", value="$__all")))
+
+
+def _probe_state(record: str) -> str:
+    """Per (probe, service, network): a series recorded by deploy/rules/fleet.rules.yml."""
+    return f'{record}{{{NET}, service=~"$service"}}'
+
+
+#: The four states of a (probe, service): what the overview counts per network. The recording
+#: rules aggregate each probe's targets once per interval; at 10,000 probes the raw families would
+#: cost seconds per panel (bench/fleet_metrics.py).
+STATES = {
+    "blocked": _probe_state("probe_service:blocked:max") + " == 1",
+    "throttled": _probe_state("probe_service:throttled:max") + " == 1",
+    "outage": _probe_state("probe_service:inconclusive:max") + " == 1",
+    "ok": f"{_probe_state('probe_service:accessible:min')} == 1 unless on ({PER_PROBE}) "
+          f"({_probe_state('probe_service:blocked:max')} == 1 or {_probe_state('probe_service:throttled:max')} == 1)",
+}
+
+#: Either recorded state (same labels: the sum is 1 or 2 where the probe sees one or both).
+BLOCKED_OR_THROTTLED = (f"clamp_max({_probe_state('probe_service:blocked:max')} + "
+                        f"{_probe_state('probe_service:throttled:max')}, 1)")
+
+
+def _link(title: str, url: str) -> dashboard.DynamicConfigValue:
+    return dashboard.DynamicConfigValue(id_val="links", value=[{"title": title, "url": url}])
+
+
+#: Drill-down: a network cell opens this dashboard on that network; a probe opens its own dashboard.
+TO_NETWORK = _link("Probes of this network", "/d/probe-fleet/?var-cc=${__data.fields.cc}"
+                   "&var-asn=${__data.fields.asn}&var-service=${__data.fields.service}&${__url_time_range}")
+TO_PROBE = _link("This probe's service drill-down", "/d/probe-service/?var-instance=${__data.fields.probe}"
+                 "&var-service=${__data.fields.service}&${__url_time_range}")
+
+
+def _table(title: str, grid: dashboard.GridPos, description: str, *queries: tuple[str, str],
+           renames: dict[str, str] | None = None) -> table.Panel:
+    """An instant table; several queries are merged into one row per label set, one column per query."""
+    panel = table.Panel().title(title).datasource(DS).grid_pos(grid).description(description)
+    for ref, expr in queries:
+        panel = panel.with_target(_q(expr, ref=ref, instant=True))
+    if len(queries) > 1:
+        panel = panel.with_transformation(dashboard.DataTransformerConfig(id_val="merge", options={}))
+    return (panel.with_transformation(dashboard.DataTransformerConfig(
+        id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": renames or {}}))
+        .override_by_name("asn", [TO_NETWORK]).override_by_name("probe", [TO_PROBE]))
+
+
+def fleet() -> dash_b.Dashboard:
+    board = (_board("probe-fleet", "Fleet: services by country and network",
+                    "Which services are blocked or throttled, in which networks (ASN), since when, and seen by "
+                    "what share of the probes there; outages told apart. Data: every probe's metrics in one "
+                    "VictoriaMetrics (vmagent, docs/fleet.md).")
+             .with_variable(dash_b.DatasourceVariable("datasource").label("Data source").type("prometheus")
+                            .current(dashboard.VariableOption(selected=True, text="Prometheus", value="Prometheus")))
+             .with_variable(_fleet_var("cc", "Country", "label_values(probe_build_info, cc)"))
+             .with_variable(_fleet_var("asn", "Network (ASN)", 'label_values(probe_build_info{cc=~"$cc"}, asn)'))
+             .with_variable(_fleet_var("service", "Service", "label_values(probe_service:accessible:min, service)"))
+             .link(dash_b.DashboardLink("Per-probe dashboards").type(dashboard.DashboardLinkType.DASHBOARDS)
+                   .tags(["probe"]).as_dropdown(True).include_vars(False).keep_time(True)))
+    counts = [(ref, f"count by (service, cc, asn) ({expr})")
+              for ref, expr in zip("ABCD", STATES.values(), strict=True)]
+    probes = ("E", f"count by (service, cc, asn) ({_probe_state('probe_service:accessible:min')})")
+    shares = ("F", f"count by (service, cc, asn) ({STATES['blocked']}) / on (service, cc, asn) {probes[1]}")
+    names = {f"Value #{ref}": name for ref, name in zip("ABCDEF", [*STATES, "probes", "share blocked"], strict=True)}
+    events = f'probe_event_active{{{NET}, service=~"$service"}}'
+    up = f'up{{job="probe", {NET}}}'
+    return (board
+            .with_panel(_table("Services × networks now", _grid(10, 24, 0, 0),
+                               "Per service and network: how many probes see it blocked, throttled, in an outage "
+                               "(their controls fail too: not censorship) or ok, and the share of the network's "
+                               "probes that see blocking. Click an ASN for its probes.",
+                               *counts, probes, shares, renames=names)
+                        .unit("short"))
+            .with_panel(statetimeline.Panel().title("Share of probes seeing blocking, per network").datasource(DS)
+                        .grid_pos(_grid(9, 24, 0, 10)).unit("percentunit").min(0).max(1)
+                        .description("Of the probes of each network that measure the service, the share whose "
+                                     "verdict names a blocking type (throttling included). One probe alone may "
+                                     "be its own link; many probes of one network is the network.")
+                        .with_target(_q(f"avg by (service, cc, asn) ({BLOCKED_OR_THROTTLED})",
+                                        "{{service}} {{cc}} {{asn}}"))
+                        .thresholds(_steps("green", (0.01, "orange"), (0.5, "red")))
+                        .merge_values(True).show_value(common.VisibilityMode.NEVER))
+            .with_panel(statetimeline.Panel().title("Events per probe (start to end)").datasource(DS)
+                        .grid_pos(_grid(9, 24, 0, 19))
+                        .description("Each probe's detected blocking and throttling events: a bar from the event's "
+                                     "start to its end (probe_event_active).")
+                        .with_target(_q(f"max by (probe, cc, asn, service, type) ({events})",
+                                        "{{service}} {{type}} @ {{probe}} ({{cc}} {{asn}})"))
+                        .mappings(_map({"1": ("event", "red")})).thresholds(_steps("red"))
+                        .merge_values(True).show_value(common.VisibilityMode.NEVER))
+            .with_panel(_table("Ongoing events", _grid(8, 12, 0, 28),
+                               "Events going on now, with their start (bounded between the last good and the "
+                               "first bad measurement). Click a probe for its own dashboard.",
+                               ("A", f'max by (probe, cc, asn, service, type) (probe_event_start_timestamp_seconds'
+                                     f'{{{NET}, service=~"$service"}}) * 1000'),
+                               renames={"Value": "since"})
+                        .unit("dateTimeAsIso"))
+            .with_panel(_table("Probes seeing blocking or throttling", _grid(8, 12, 12, 28),
+                               "Drill-down: the probes of the selected networks that see the service blocked or "
+                               "throttled now. Click a probe for its targets (its own service dashboard).",
+                               ("A", f"{BLOCKED_OR_THROTTLED} == 1"))
+                        .with_transformation(dashboard.DataTransformerConfig(
+                            id_val="organize", options={"excludeByName": {"Value": True, "__name__": True}})))
+            .with_panel(stat.Panel().title("Probes reporting").datasource(DS).grid_pos(_grid(5, 6, 0, 36))
+                        .description("Probes whose vmagent scraped their daemon in the last scrape (up == 1).")
+                        .reduce_options(LAST).thresholds(_steps("red", (1, "green")))
+                        .with_target(_q(f"count({up} == 1) or vector(0)")))
+            .with_panel(stat.Panel().title("Probe daemons down").datasource(DS).grid_pos(_grid(5, 6, 6, 36))
+                        .description("Probes whose vmagent reports its daemon down (up == 0); a probe whose host "
+                                     "is off sends nothing: see the result age table.")
+                        .reduce_options(LAST).thresholds(_steps("green", (1, "red")))
+                        .with_target(_q(f"count({up} == 0) or vector(0)")))
+            .with_panel(timeseries.Panel().title("Probes reporting by country").datasource(DS)
+                        .grid_pos(_grid(5, 12, 12, 36))
+                        .with_target(_q(f"count by (cc) ({up} == 1)", "{{cc}}")))
+            .with_panel(_table("Probe health: newest result age", _grid(8, 24, 0, 41),
+                               "Per probe: seconds since its newest measurement reached this store (over the last "
+                               "day: a probe silent for hours still shows here), and whether its daemon is up.",
+                               ("A", f"time() - max by (probe, cc, asn) "
+                                     f"(max_over_time(probe:last_check_timestamp_seconds:max{{{NET}}}[1d]))"),
+                               ("B", f"max by (probe, cc, asn) ({up})"),
+                               renames={"Value #A": "newest result age (s)", "Value #B": "up"})
+                        .thresholds(_steps("green", (900, "orange"), (3600, "red")))))
+
+
+DASHBOARDS = {"probe-overview.json": overview, "probe-service.json": service, "probe-fleet.json": fleet}
 
 
 def to_json(board: dash_b.Dashboard) -> str:

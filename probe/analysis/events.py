@@ -69,6 +69,7 @@ class Point:
     time: float
     id: str
     status: Status
+    regular: bool = True  # False for a re-test (probe.analysis.retest)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class DetectParams:
 
     block_rate: float = 0.9
     lift_rate: float = 0.5
+    steady_share: float = 0.85  # an event this share blocked (or more) is steady: re-test its lift
+    steady_min: int = 4  # ... blocked at this many regular runs or more (a flapping phase: 1-3)
     h_on: float = 12.5
     h_off: float = 8.0
     noise_prior: float = 0.03
@@ -198,7 +201,7 @@ def series_from_records(records: Iterable[Mapping[str, Any]]) -> list[Series]:
     for key in sorted(types):
         rows = sorted(verdicts[key].values(), key=lambda r: (r[0], r[1]))
         for kind in sorted(types[key]):
-            points = tuple(Point(t, mid, point_status(kind, b, rt)) for t, mid, b, rt in rows)
+            points = tuple(Point(t, mid, point_status(kind, b, rt), not rt) for t, mid, b, rt in rows)
             out.append(Series(key[0], key[1], services[key], CHECK_OF_TYPE.get(kind, kind), kind, points))
     return out
 
@@ -314,6 +317,8 @@ class _Open:
     n_bad: int
     n_ok: int
     end_s: float = 0.0  # lift evidence (nats)
+    ok_run: int = 0  # good points since the last blocked one
+    n_bad_regular: int = 0  # blocked regular runs (not re-tests): how long it has been blocked
 
 
 class Detector:
@@ -337,6 +342,7 @@ class Detector:
         self._open: _Open | None = None
         self._s = 0.0  # onset evidence (nats), while no event is open
         self._pending: list[bool] = []  # the current onset run (True = blocked), learnt as noise if it fades
+        self._pending_regular = 0  # blocked regular runs in it
         self._recent: deque[tuple[float, str, bool]] = deque(maxlen=self.lookback)
         self._floor = -math.inf  # a change is never placed at or before the previous event's end
         self._last_decisive: float | None = None
@@ -356,10 +362,33 @@ class Detector:
         """How many events so far, the ongoing one included (cheaper than ``len(events())``)."""
         return len(self._closed) + (self._open is not None)
 
+    @property
+    def unsettled(self) -> bool:
+        """True while lift evidence builds in an open, steady event (``steady_min`` blocked regular
+        runs at least, and ``steady_share`` of its points before the current good run): more points now
+        decide the end sooner, and the daemon re-tests while it holds (probe.analysis.retest)."""
+        o = self._open
+        if o is None:  # an onset: the re-tests after the change that started it are enough (2.3 intervals
+            return False  # at p95); more bursts while it builds added false alarms in the bench
+        # Only a steady blocking's lift (at least steady_min blocked regular runs, and steady_share of
+        # its points before the current good run): dense re-tests in a pause of an intermittent (flapping) blocking
+        # would make the pause look like a lift and split one event into many.
+        return (o.end_s > 0.0 and o.n_bad_regular >= self.p.steady_min
+                and o.n_bad >= self.p.steady_share * (o.n_bad + o.n_ok - o.ok_run))
+
+    @property
+    def n_closed(self) -> int:
+        """How many events have ended so far."""
+        return len(self._closed)
+
     def feed(self, point: Point) -> list[Event]:
         """Take one point; return the events so far (the last one ongoing if its end is None)."""
         self._step(point)
         return self.events()
+
+    def take(self, point: Point) -> None:
+        """Take one point, without building the events (cheaper than :meth:`feed` per point)."""
+        self._step(point)
 
     def feed_many(self, points: Iterable[Point]) -> list[Event]:
         for point in points:
@@ -393,8 +422,10 @@ class Detector:
         self._last_decisive = point.time
         self._recent.append((point.time, point.id, bad))
         if self._open is None:
+            self._pending_regular += bad and point.regular
             self._quiet_step(bad)
         else:
+            self._open.n_bad_regular += bad and point.regular
             self._blocked_step(self._open, bad, point.id)
 
     def _decay(self, now: float) -> None:
@@ -449,17 +480,20 @@ class Detector:
         ids = [mid for _, mid, bad in run if bad]
         n_bad = len(ids)
         self._open = _Open(start=((low + high) / 2.0, low, high), noise=p0,
-                           evidence=ids[: self.p.evidence_cap], n_bad=n_bad, n_ok=len(run) - n_bad)
-        self._s, self._pending = 0.0, []
+                           evidence=ids[: self.p.evidence_cap], n_bad=n_bad, n_ok=len(run) - n_bad,
+                           n_bad_regular=self._pending_regular)
+        self._s, self._pending, self._pending_regular = 0.0, [], 0
 
     def _blocked_step(self, o: _Open, bad: bool, mid: str) -> None:
         p0, p1 = o.noise, self.p.lift_rate
         if bad:
             o.n_bad += 1
+            o.ok_run = 0
             if len(o.evidence) < self.p.evidence_cap:
                 o.evidence.append(mid)
         else:
             o.n_ok += 1
+            o.ok_run += 1
         o.end_s = max(0.0, o.end_s + (math.log(p0 / p1) if bad else math.log((1 - p0) / (1 - p1))))
         if o.end_s >= self.p.h_off:
             self._close(o)
@@ -486,7 +520,7 @@ class Detector:
         """The onset run fell back to nothing: its points were noise of the quiet state."""
         for bad in self._pending:
             self._learn(bad)
-        self._s, self._pending = 0.0, []
+        self._s, self._pending, self._pending_regular = 0.0, [], 0
 
     def _learn(self, bad: bool) -> None:
         self._bad_w = self._bad_w * self._keep + (1.0 if bad else 0.0)
@@ -498,6 +532,8 @@ class Detector:
         llr = n_bad * math.log(p1 / p0) + n_ok * math.log((1 - p1) / (1 - p0)) - self.p.h_on
         if llr > 40:
             return 1.0
+        if llr < -40:  # many good points inside an event (flapping, re-tests): exp() would overflow
+            return 0.0
         return 1.0 / (1.0 + math.exp(-llr))
 
 
@@ -525,9 +561,19 @@ class RecordDetector:
     def __init__(self, params: DetectParams = DetectParams()) -> None:
         self.params = params
         self._series: dict[tuple[str, str], dict[str, Detector]] = {}
+        self._of_target: dict[str, list[dict[str, Detector]]] = {}  # target -> its series (any probe)
         # The recent verdicts of each target, replayed into a series when it starts, so that
         # its first event is bounded by the last good measurement. Bounded like Detector's memory.
         self._history: dict[tuple[str, str], deque[_Row]] = {}
+
+    def __call__(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
+        return self.feed(records)
+
+    def unsettled(self, target: str) -> bool:
+        """Whether more measurements of ``target`` now would decide an onset or a lift sooner
+        (:attr:`Detector.unsettled`), in a series that a re-test can see (not throttling)."""
+        return any(d.unsettled for detectors in self._of_target.get(target, ())
+                   for kind, d in detectors.items() if point_status(kind, False, retest=True) != "inconclusive")
 
     def feed(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
         touched: dict[str, Event] = {}
@@ -536,17 +582,19 @@ class RecordDetector:
             key = (str(record.get("probe_id", "")), str(record["target"]))
             row = _row(record)
             when, mid, blocking, retest = row
-            detectors = self._series.setdefault(key, {})
+            if key not in self._series:
+                self._of_target.setdefault(key[1], []).append(self._series.setdefault(key, {}))
+            detectors = self._series[key]
             kind = event_type(blocking)
             history = self._history.setdefault(key, deque(maxlen=self.history))
             if kind is not None and kind not in detectors:
                 series = Series(key[0], key[1], str(record.get("service", "")), CHECK_OF_TYPE.get(kind, kind), kind)
                 detectors[kind] = Detector(series, self.params)
-                detectors[kind].feed_many(Point(t, i, point_status(kind, b, rt)) for t, i, b, rt in history)
+                detectors[kind].feed_many(Point(t, i, point_status(kind, b, rt), not rt) for t, i, b, rt in history)
             history.append(row)
             for series_type, detector in detectors.items():
                 before = {e.id: e for e in detector.events()}
-                for event in detector.feed(Point(when, mid, point_status(series_type, blocking, retest))):
+                for event in detector.feed(Point(when, mid, point_status(series_type, blocking, retest), not retest)):
                     if before.get(event.id) != event:
                         touched[event.id] = event
         return list(touched.values())

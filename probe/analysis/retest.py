@@ -16,6 +16,14 @@ The rules:
   ``settings.retests`` re-tests, ``settings.retest_spacing`` seconds apart. A target not measured
   yet counts as ``"ok"`` (the detector's prior assumes so too): one found blocked at start-up is
   re-tested.
+* A regular run also gets a burst while the event detector is *unsettled* about the target
+  (:attr:`probe.analysis.events.Detector.unsettled`): lift evidence in an open, steady event;
+  such a burst has ``2 × retests`` re-tests (:func:`burst_size`). An end needs more evidence
+  than an onset (intermittent blocking must stay one event), so without this
+  the end of a blocking was noticed ~12 intervals late. It costs nothing while nothing changes
+  (the detector is settled) and during a steady blocking (every point blocked).
+* A burst fits its interval: re-tests are ``retest_spacing`` apart, or closer when the interval
+  is short (:func:`fit_spacing`), so that they run before the next regular run, not never.
 * Re-tests never trigger re-tests (no cascade), but they do set the last outcome: a random
   failure whose re-tests pass costs one burst, not a second one when the next run passes.
 * A re-test measures the target without :data:`SKIPPED_CHECKS`; control targets are not
@@ -49,6 +57,18 @@ def outcome_of(blocking: object) -> str | None:
     return str(blocking)
 
 
+def burst_size(count: int, changed: bool) -> int:
+    """Re-tests in a burst: ``count`` after a change; twice that while the detector is unsettled and the
+    outcome did not change (a steady blocking's lift: 13 good points decide it, see events.DetectParams)."""
+    return count if changed else 2 * count
+
+
+def fit_spacing(count: int, spacing: float, left: float) -> float:
+    """Seconds between the re-tests of a burst of ``count`` that should all run within ``left``
+    seconds (before the target's next regular run): ``spacing``, or less on a short interval."""
+    return max(0.0, min(spacing, left / (count + 1)))
+
+
 def retest_target(target: Target) -> Target | None:
     """The target as a re-test measures it (its reachability checks); None when it is not re-tested."""
     checks = tuple(c for c in target.checks if c not in SKIPPED_CHECKS)
@@ -79,22 +99,28 @@ class Tracker:
 
 def simulate(
     regular: Iterable[tuple[float, Obs]], draw: Callable[[float, float], Obs], outcome: Callable[[Obs], str | None],
-    count: int, spacing: float,
+    count: int, spacing: float, unsettled: Callable[[float, Obs, bool], bool] | None = None,
 ) -> list[tuple[float, Obs, int]]:
     """The policy on a synthetic series (bench/events_accuracy.py, tests): what the probe would observe.
 
     ``regular`` holds the regular runs' (time, observation) in time order; ``outcome`` reads an
-    observation as a run's outcome. After each change, re-test k (1..count) observes
-    ``draw(t, t + k * spacing)``, t being the regular run's time. Returns (time, observation, k), k = 0
-    for a regular run, in time order when ``count * spacing`` is less than the interval.
+    observation as a run's outcome. ``unsettled``, when given, is fed every observation (time,
+    observation, is a re-test) in order and answers whether the detector is unsettled after it (the daemon's
+    second trigger). After each change (or unsettled regular run), re-test k (1..count) observes
+    ``draw(t, t + k * spacing)``, t being the regular run's time. Returns (time, observation, k),
+    k = 0 for a regular run, in time order when ``count * spacing`` is less than the interval.
     """
     tracker = Tracker()
     out: list[tuple[float, Obs, int]] = []
     for t, seen in regular:
         out.append((t, seen, 0))
-        if tracker.observe("", outcome(seen)):
-            for k in range(1, count + 1):
+        changed = tracker.observe("", outcome(seen))
+        undecided = unsettled(t, seen, False) if unsettled is not None else False  # fed every point
+        if changed or undecided:
+            for k in range(1, burst_size(count, changed) + 1):
                 again = draw(t, t + k * spacing)
                 tracker.observe("", outcome(again), retest=True)
+                if unsettled is not None:
+                    unsettled(t + k * spacing, again, True)
                 out.append((t + k * spacing, again, k))
     return out

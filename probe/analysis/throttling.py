@@ -21,6 +21,13 @@ handshakes took over 2 s against ~100 ms for other SNIs on the same IP). It
 turns an inconclusive rate comparison into a positive one and raises the
 confidence of a positive one; alone it never flags.
 
+A slow home link with a deep queue (bufferbloat) is the commonest benign look-alike:
+a control's unfinished data still sitting in the link's queue makes the next
+transfer start seconds behind it. The TCP connect time (SYN to SYN-ACK, before
+any SNI, so no SNI policer touches it) measures that queue; a target whose
+connect took far longer than the controls' started on a full queue, and its run
+is re-measured, never counted as evidence (:func:`queue_inflated`).
+
 A first positive or inconclusive run is decided by a confirmation run
 (:func:`combine`). docs/design/throttling.md explains the thresholds.
 """
@@ -51,6 +58,9 @@ MIN_INTERVAL = 1e-6  # seconds; shorter intervals (same clock tick) are merged w
 COLLATERAL_FACTOR = 5.0  # a throttled direction this many times faster than the other is collateral
 WARMUP_FRACTION = 0.1  # of a flow's duration skipped by the plateau estimate (burst, slow start)
 TAIL_FRACTION = 0.05  # of a flow's plateau bytes left out at its end (last segments' timeout)
+QUEUE_FACTOR = 3.0  # a target connect this many times the controls' fastest ...
+QUEUE_SLACK = 0.05  # ... plus this many seconds started behind a full queue: re-measure
+QUEUE_REASON = "the path's queue was full when the target started"
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class Flow:
     handshake_time: float | None = None
     ok: bool = True
     link_samples: tuple[Sample, ...] = ()  # bytes the path carried (segments x MSS), same times
+    connect_time: float | None = None  # TCP connect (one round trip through the path's queues), seconds
 
 
 def interval_rates(samples: Sequence[Sample], min_interval: float = MIN_INTERVAL) -> list[float]:
@@ -191,8 +202,32 @@ def _handshake_signal(target: Flow, controls: Sequence[Flow]) -> bool:
     return target.handshake_time >= max(HANDSHAKE_MIN, HANDSHAKE_FACTOR * statistics.median(times))
 
 
+def queue_inflated(target: Flow, controls: Sequence[Flow]) -> bool:
+    """Did the target start behind a full queue: its connect far slower than the controls' fastest?
+
+    A connect is one round trip through the path's queues before any SNI is sent: a policer by
+    SNI does not slow it, a deep queue still holding a control's data does (2 Mbit/s link: 420 ms
+    against 30 ms).
+    """
+    floors = [c.connect_time for c in controls if c.connect_time is not None]
+    if target.connect_time is None or not floors:
+        return False
+    return target.connect_time > QUEUE_FACTOR * min(floors) + QUEUE_SLACK
+
+
 def compare(target: Flow, controls: Sequence[Flow]) -> RunResult:
-    """One run: is the target's rate distribution clearly below the controls'?"""
+    """One run: is the target's rate distribution clearly below the controls'?
+
+    A target that started behind a full queue (:func:`queue_inflated`) is never positive: its
+    run is inconclusive, to be re-measured.
+    """
+    run = _compare(target, controls)
+    if run.outcome != "negative" and queue_inflated(target, controls):
+        return replace(run, outcome="inconclusive", reason=QUEUE_REASON)
+    return run
+
+
+def _compare(target: Flow, controls: Sequence[Flow]) -> RunResult:
     usable = [c for c in controls if c.ok]
     hs = _handshake_signal(target, usable)
     t_rates = interval_rates(target.samples)

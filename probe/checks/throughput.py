@@ -78,13 +78,17 @@ class TCPInfo:
 
 
 def tcp_info(sock: Any) -> TCPInfo | None:
-    """TCP_INFO where the platform has it (Linux); None elsewhere."""
+    """TCP_INFO where the platform has it (Linux); None elsewhere, and once the transport is closed.
+
+    A closed transport's socket differs by event loop: asyncio's raises OSError (EBADF), uvloop's
+    PseudoSocket has fd -1 and raises ValueError("negative file descriptor"). Both mean "gone".
+    """
     option = getattr(socket, "TCP_INFO", None)
     if option is None or sock is None:
         return None
     try:
         raw = sock.getsockopt(socket.IPPROTO_TCP, option, 256)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, ValueError):
         return None
     if len(raw) < _TCPI_LEN:
         return None
@@ -379,12 +383,15 @@ async def _upload(
     sampler: _Sampler, state: _State, stop: StopRule | None, ctx: Context, rng: random.Random,
 ) -> None:
     """POST ``max_bytes``; the series counts bytes the peer acknowledged."""
-    with contextlib.suppress(OSError):  # keep the kernel from buffering far ahead of the network
+    with contextlib.suppress(OSError, ValueError):  # keep the kernel from buffering far ahead of the network
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * UPLOAD_CHUNK)
     writer.transport.set_write_buffer_limits(high=UPLOAD_CHUNK)
     request = _request("POST", url, ctx, f"Content-Type: application/octet-stream\r\nContent-Length: {max_bytes}\r\n")
-    writer.write(request)
-    await writer.drain()
+    try:
+        writer.write(request)
+        await writer.drain()
+    except Exception as exc:
+        raise await failures.write_error(exc, reader) from exc
     state.used += len(request)
     start_info = tcp_info(sock)
     base = start_info.bytes_acked if start_info else 0
@@ -539,7 +546,7 @@ def _close(writer: asyncio.StreamWriter, reset: bool) -> None:
     """
     if reset:
         sock = writer.get_extra_info("socket")
-        with contextlib.suppress(OSError, AttributeError, TypeError):
+        with contextlib.suppress(OSError, AttributeError, TypeError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
     else:
@@ -576,7 +583,8 @@ def flow(result: CheckResult[ThroughputDetails]) -> Flow:
     usable = result.ok and d.bytes >= min(MIN_FLOW_BYTES, d.max_bytes) and (
         d.status is None or 200 <= d.status < 300
     )
-    return Flow(samples=d.samples, link_samples=d.link_samples, handshake_time=d.tls_handshake_time, ok=usable)
+    return Flow(samples=d.samples, link_samples=d.link_samples, handshake_time=d.tls_handshake_time, ok=usable,
+                connect_time=d.connect_time)
 
 
 def random_control_sni(rng: random.Random) -> str:
@@ -634,11 +642,65 @@ def stop_rule(control_rate: float | None) -> StopRule:
     return stop
 
 
+DRAIN_FACTOR = 2.0  # the path counts as drained when a connect takes at most this many times its floor ...
+DRAIN_SLACK = 0.02  # ... plus this many seconds
+DRAIN_WAIT_MAX = 2.0  # seconds waited at most before one transfer (and a quarter of the time left)
+DRAIN_GAP = 0.05  # seconds between two connects
+
+
+@dataclass
+class _Path:
+    """The path's round trip with empty queues: the fastest TCP connect seen so far in this test."""
+
+    floor: float | None = None
+
+    def note(self, seconds: float | None) -> None:
+        if seconds is not None and seconds > 0:
+            self.floor = seconds if self.floor is None else min(self.floor, seconds)
+
+    def drained(self, seconds: float) -> bool:
+        return self.floor is None or seconds <= DRAIN_FACTOR * self.floor + DRAIN_SLACK
+
+
+async def _connect_time(address: str, port: int, ctx: Context, timeout: float) -> float | None:
+    """One TCP connect, reset at once: a round trip through the path's queues, before any SNI is sent."""
+    t0 = ctx.monotonic()
+    try:
+        _, writer = await asyncio.wait_for(ctx.open_connection(address, port), timeout)
+    except Exception:  # noqa: BLE001 - the transfer that follows measures and classifies the path
+        return None
+    seconds = ctx.monotonic() - t0
+    _close(writer, reset=True)
+    return seconds
+
+
+async def _wait_drained(ep: Endpoint, ctx: Context, path: _Path, seconds: float) -> None:
+    """Before a measured transfer: wait, by small connects, until the path's RTT is back near its floor.
+
+    On a slow home link with a deep queue (bufferbloat), a stopped transfer leaves the server's
+    whole window in the link's queue: the next transfer started 400 ms behind it at 2 Mbit/s and
+    read as throttled. A policer's own queue (per flow class) is not on the connect's path.
+    Bounded by ``seconds``; the first transfer's connect sets the floor, so it never waits.
+    """
+    end = ctx.monotonic() + seconds
+    while path.floor is not None and (left := end - ctx.monotonic()) > 0:
+        rtt = await _connect_time(ep.address, ep.port, ctx, left)
+        if rtt is None:
+            return
+        path.note(rtt)
+        if path.drained(rtt):
+            return
+        await asyncio.sleep(min(DRAIN_GAP, max(0.0, end - ctx.monotonic())))
+
+
 async def _run(
     endpoints: Sequence[Endpoint], target_ep: Endpoint, ctx: Context, budget: _Budget, name: str,
-    direction: Direction, rng: random.Random, plan: tuple[int, float, int, float],
+    direction: Direction, rng: random.Random, plan: tuple[int, float, int, float], path: _Path,
 ) -> tuple[list[CheckResult[ThroughputDetails]], Flow, list[Flow]]:
-    """One run: first control, target, remaining controls (congestion brackets the target)."""
+    """One run: first control, target, remaining controls (congestion brackets the target).
+
+    Each transfer starts once the path's queue has drained (:func:`_wait_drained`).
+    """
     t_bytes, t_seconds, c_bytes, c_seconds = plan
     results: list[CheckResult[ThroughputDetails]] = []
     order = [endpoints[0], target_ep, *endpoints[1:]] if endpoints else [target_ep]
@@ -647,6 +709,7 @@ async def _run(
     control_flows: list[Flow] = []
     for ep in order:
         is_target = ep is target_ep
+        await _wait_drained(ep, ctx, path, min(DRAIN_WAIT_MAX, (budget.deadline - ctx.monotonic()) / 4))
         left = budget.deadline - ctx.monotonic()
         want_bytes = budget.take(t_bytes if is_target else c_bytes)
         # The target's time is its transfer's (handshake excluded, within the budget): a
@@ -662,6 +725,7 @@ async def _run(
             max_seconds=seconds, direction=direction, target=name, stop=stop, rng=rng, transfer_seconds=transfer,
         )
         budget.bytes -= result.details.bytes_used if direction == "down" else result.details.bytes
+        path.note(result.details.connect_time)
         results.append(result)
         f = flow(result)
         if is_target:
@@ -733,6 +797,7 @@ def directions_of(target: Target) -> tuple[Direction, ...]:
     return ("up",) if value == "up" else ("down",)
 
 
+MAX_RUNS = 3  # a first run, its confirmation, and one more if a target started behind a full queue
 DRAIN_BYTES = 8192  # what a policer's queue may still hold of the first run's target
 DRAIN_MAX = 1.0  # seconds
 
@@ -763,12 +828,13 @@ async def _decide_direction(
     runs: list[RunResult] = []
     target_flows: list[Flow] = []
     control_flows: list[Flow] = []
-    for attempt in range(2):
+    path = _Path()
+    for attempt in range(MAX_RUNS):
         if attempt:
             await asyncio.sleep(_drain_pause(target_flows[-1], budget.deadline - ctx.monotonic()))
         # The confirmation brings one control of its own and compares with all of them.
         order = controls if attempt == 0 else controls[:1]
-        got, t_flow, c_flows = await _run(order, target_ep, ctx, budget, target.name, direction, rng, plan)
+        got, t_flow, c_flows = await _run(order, target_ep, ctx, budget, target.name, direction, rng, plan, path)
         if not got or all(r.role != "target" for r in got):
             break
         results += got
@@ -777,7 +843,8 @@ async def _decide_direction(
         # A confirmation compares with every control so far: a fast control is over in a few
         # reads, and four or five control intervals cannot bring KS under 0.01 at all.
         runs.append(throttling.compare(t_flow, control_flows))
-        if not throttling.needs_confirmation(runs[-1]):
+        # A third run only re-measures a run whose target started behind a full queue.
+        if not throttling.needs_confirmation(runs[-1]) or (attempt and runs[-1].reason != throttling.QUEUE_REASON):
             break
     used_bytes = sum(r.details.bytes_used for r in results)
     decision = throttling.combine(
@@ -843,6 +910,7 @@ def _main(argv: list[str] | None = None) -> int:
     transfers = [
         {"role": r.role, "sni": r.details.sni, "direction": r.details.direction, "ok": r.ok, "failure": r.failure,
          "bytes": r.details.bytes, "bytes_used": r.details.bytes_used, "rate": r.details.rate_bytes_per_second,
+         "connect": r.details.connect_time,
          "handshake": r.details.tls_handshake_time, "timed_out": r.details.timed_out,
          "stopped_early": r.details.stopped_early, "runtime": r.runtime,
          **({"samples": r.details.samples, "link_samples": r.details.link_samples} if args.samples else {})}

@@ -75,6 +75,7 @@ class Session:
     info: dict[str, Any] = field(default_factory=dict)
     sent_first: bool = False
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    _readers: dict[int, asyncio.StreamReader] = field(default_factory=dict)
 
     def _mark(self, phase: str, t0: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + self.ctx.monotonic() - t0
@@ -89,6 +90,7 @@ class Session:
         finally:
             self._mark("connect", t0)
         self._closers.append(writer.close)
+        self._readers[id(writer)] = reader  # a failed send reads once to learn why (failures.write_error)
         return reader, writer
 
     async def send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -96,7 +98,7 @@ class Session:
             writer.write(data)
             await asyncio.wait_for(writer.drain(), self.timeout)
         except Exception as exc:
-            raise failures.ProbeError(failures.classify(exc), "write", str(exc)) from exc
+            raise await failures.write_error(exc, self._readers.get(id(writer))) from exc
         self.sent_first = True
 
     async def read_exactly(self, reader: asyncio.StreamReader, n: int, phase: str = "read",

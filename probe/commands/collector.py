@@ -43,6 +43,8 @@ def register(sub: Any) -> None:
     serve.add_argument("--retry-after", type=int, default=5, metavar="S",
                        help="Retry-After on 503 when the database is down (default 5)")
     serve.add_argument("--pool", type=int, default=8, help="database connections per process (default 8)")
+    serve.add_argument("--helper-concurrency", type=int, default=16, metavar="N",
+                       help="test-helper requests at once under /helper/ (default 16; 0 turns the helper off)")
     serve.set_defaults(func=_serve)
 
     migrate = verbs.add_parser("migrate", help="apply schema migrations; create partitions ahead")
@@ -99,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings(dsn=_dsn(args), max_body_bytes=args.max_body, max_age_days=args.max_age_days,
                         rate_per_s=args.rate, rate_burst=args.burst, retry_after_s=args.retry_after,
-                        pool_max=args.pool)
+                        pool_max=args.pool, helper_concurrency=max(0, args.helper_concurrency))
     serve(settings, host.strip("[]"), int(port), tls_cert=args.tls_cert, tls_key=args.tls_key)
     return 0
 

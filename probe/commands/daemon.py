@@ -19,6 +19,7 @@ from typing import Any
 
 from probe.commands import _consent as consent
 from probe.commands._home import load_config
+from probe.commands.run import upload_bound
 from probe.core.config import Settings
 from probe.core.context import Context
 from probe.core.records import ProbeMeta, default_probe_id
@@ -58,6 +59,10 @@ def _run(args: argparse.Namespace) -> int:
 
     daemon_mod.setup_logging(getattr(logging, args.log_level.upper()), fmt=args.log_format)
     cfg = load_config(args.targets)
+    if cfg.settings.upload.enabled:
+        from probe.fleet.vantage import amend
+
+        cfg = amend(cfg)
     settings = cfg.settings
     if not consent.require(args.i_consent, settings):
         return 2
@@ -73,6 +78,14 @@ def _run(args: argparse.Namespace) -> int:
     scrub_logs(ctx.own)
     daemon = daemon_mod.Daemon(cfg, ctx, measure, store=store, grace=args.grace,
                                detect=daemon_mod.default_detector())
+    if settings.upload.enabled:
+        from probe.fleet.vantage import amend
+
+        daemon.amend = amend  # on reloads too
+    if store is not None and settings.upload.enabled:
+        from probe.fleet.queue import upload_loop
+
+        daemon.background = (lambda: upload_loop(store.path, settings.upload, daemon.state),)
     listen = args.listen or settings.listen
     try:
         endpoints = Endpoints(daemon, listen)
@@ -93,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 def _open_store(path: str, settings: Settings) -> Store:
     """The store, usable even when it cannot be written yet (then the error is logged once here)."""
     store = Store(Path(path).expanduser(), retention_days=settings.retention_days, retry_open=True,
+                  upload_bound_days=upload_bound(settings),
                   buffer_bytes=settings.store_buffer_mb * 1024 * 1024)
     if store.last_error is not None:
         logging.getLogger("probe.service.daemon").error(

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--country", metavar="CC", help="two-letter country code (ISO 3166), e.g. RU")
     parser.add_argument("--asn", metavar="ASN", help="your network's number, e.g. AS12389 (your provider's)")
     parser.add_argument("--upload", action=argparse.BooleanOptionalAction, default=None,
-                        help="upload measurements to a collector (not available in this version yet)")
+                        help="upload measurements to a collector (then join one: probe enrol URL TOKEN)")
     parser.add_argument("--force", action="store_true", help="replace an existing configuration")
     consent.add_argument(parser)
     parser.set_defaults(func=_run)
@@ -64,8 +64,9 @@ def configuration(template: str, cc: str, asn: str, upload: bool, store: str) ->
         if line.rstrip() == "settings:":
             out.append("  # Written by `probe init`; edit freely; check it with `probe targets validate FILE`\n")
             out.append(f"  probe_cc: {cc}\n  probe_asn: {asn}\n")
-            out.append(f"  # upload to a collector: {'asked for' if upload else 'no'} "
-                       "(not available in this version: measurements stay on this computer)\n")
+            out.append("  # Upload to a collector (docs/fleet.md): join one with `probe enrol URL TOKEN`,\n"
+                       "  # which keeps the credential in ~/.config/probe/fleet.json (mode 0600)\n"
+                       f"  upload: {{enabled: {'true' if upload else 'false'}}}\n")
     return "".join(out)
 
 
@@ -97,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     path.write_text(text, encoding="utf-8")
     print(f"Wrote {path} (country {cc}, network {asn}; store {store}).")
     if upload:
-        print("Upload to a collector is not available in this version yet: measurements stay on this computer.")
+        print("Upload is on: join a collector with `probe enrol URL TOKEN` (the token comes from its operator); "
+              "until then measurements wait in the store. `probe status` says how uploads go.")
     print("Next: `probe daemon`, then open http://127.0.0.1:9810/ to see what the probe sees.")
     return 0

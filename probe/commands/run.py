@@ -51,12 +51,18 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=_run)
 
 
-def open_store(path: str, retention_days: int) -> Any:
-    """The local store (imported here so that ``--no-store`` runs need no SQLite file)."""
+def open_store(path: str, retention_days: int, upload_bound_days: float | None = None) -> Any:
+    """The local store (imported here so that ``--no-store`` runs need no SQLite file); with
+    upload on, retention keeps what is not uploaded (up to ``upload_bound_days``)."""
     from probe.storage.store import Store
 
     Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return Store(str(Path(path).expanduser()), retention_days=retention_days)
+    return Store(str(Path(path).expanduser()), retention_days=retention_days, upload_bound_days=upload_bound_days)
+
+
+def upload_bound(settings: Any) -> float | None:
+    """The upload queue's bound in days when upload is on, else None (retention as usual)."""
+    return float(settings.upload.max_pending_days) if settings.upload.enabled else None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -64,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = cfg.settings
     if not consent.require(args.i_consent, settings):
         return 2
-    store = None if args.no_store else open_store(args.store or settings.store, settings.retention_days)
+    store = None if args.no_store else open_store(args.store or settings.store, settings.retention_days,
+                                                      upload_bound(settings))
     probe_id = store.probe_id(settings.probe_id) if store is not None else (settings.probe_id or "probe-ephemeral")
     meta = ProbeMeta(probe_id=probe_id, probe_cc=settings.probe_cc, probe_asn=settings.probe_asn)
     ctx = Context(settings=settings, meta=meta, own=address_book())

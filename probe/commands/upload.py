@@ -1,8 +1,9 @@
 """``probe upload``: send pending measurements to the enrolled collector once, then exit.
 
-For now the measurements come from a JSON-lines file of OONI measurements (``--from``), with
-what was acknowledged kept beside it (``FILE.uploaded``); the daemon will read the local store
-through the same :class:`probe.fleet.upload.Source` interface. Exit 0 when everything pending
+By default the measurements come from the local store, behind its upload cursor
+(:mod:`probe.fleet.queue`, the same queue the daemon uploads from); with ``--from`` from a
+JSON-lines file of OONI measurements, with what was acknowledged kept beside it
+(``FILE.uploaded``). Exit 0 when everything pending
 was acknowledged, 1 when some is still pending (and why, in plain words), 3 when refused.
 """
 
@@ -14,12 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from probe.commands.show import add_store_arguments, store_path
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("upload", help="upload pending measurements to the collector once",
                             description=__doc__)
-    parser.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
-                        help="JSON lines of measurements to upload")
+    parser.add_argument("--from", dest="source", type=Path, metavar="FILE",
+                        help="JSON lines of measurements to upload (default: the local store)")
     parser.add_argument("--config", type=Path, metavar="PATH", help="enrolment file (default: probe enrol's)")
     parser.add_argument("--proxy", metavar="URL", help="override the enrolment's proxy")
     parser.add_argument("--cacert", metavar="PEM", help="trust this CA for the collector's TLS certificate")
@@ -28,6 +31,7 @@ def register(sub: Any) -> None:
                         help="per request, connecting included (default 30)")
     parser.add_argument("--deadline", type=float, default=600.0, metavar="S",
                         help="stop retrying after this many seconds (default 600)")
+    add_store_arguments(parser)
     parser.set_defaults(func=_run)
 
 
@@ -40,9 +44,10 @@ def _run(args: argparse.Namespace) -> int:
     except EnrolError as exc:
         print(f"probe upload: {exc}", file=sys.stderr)
         return 2
-    source = JsonlSource(args.source)
-
     policy = Policy(batch_size=args.batch, deadline_s=args.deadline, timeout_s=args.timeout)
+    if args.source is None:
+        return _from_store(args, enrolment, policy)
+    source = JsonlSource(args.source)
 
     async def go() -> int:
         async with Uploader(enrolment.urls, enrolment.credential, proxy=args.proxy or enrolment.proxy,
@@ -59,3 +64,25 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         return 0
     return asyncio.run(go())
+
+
+def _from_store(args: argparse.Namespace, enrolment: Any, policy: Any) -> int:
+    from probe.fleet.enrol import tls_verify
+    from probe.fleet.queue import upload_round
+    from probe.storage.store import StoreError
+
+    try:
+        done = upload_round(store_path(args), enrolment, policy, proxy=args.proxy, verify=tls_verify(args.cacert))
+    except StoreError as exc:
+        print(f"probe upload: {exc}", file=sys.stderr)
+        return 2
+    report = done.report
+    print(f"sent {report.sent} (new {report.accepted}, already there {report.duplicates}), "
+          f"rejected {report.rejected}; pending {done.pending}")
+    if done.refused:
+        print(f"probe upload: {done.status.words()} [{report.last_error}]", file=sys.stderr)
+        return 3
+    if not report.complete:
+        print(f"probe upload: not finished: {done.status.words()} [{report.last_error}]", file=sys.stderr)
+        return 1
+    return 0

@@ -80,6 +80,20 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Upload:
+    """``settings.upload``: sending the measurements to a collector (issue 16, docs/fleet.md)."""
+
+    enabled: bool = False
+    credential: str | None = None      # probe enrol's file (None: $XDG_CONFIG_HOME/probe/fleet.json)
+    urls: tuple[str, ...] = ()         # collector URLs tried in order (empty: the enrolment's)
+    proxy: str | None = None           # socks5://HOST:PORT or http://HOST:PORT (None: the enrolment's)
+    cacert: str | None = None          # trust this CA for the collector's certificate
+    batch_size: int = 500
+    interval: float = 60.0             # seconds between upload rounds
+    max_pending_days: int = 30         # the queue's bound: older measurements not uploaded are deleted
+
+
+@dataclass(frozen=True)
 class Settings:
     probe_id: str | None = None
     probe_cc: str = "ZZ"
@@ -105,6 +119,7 @@ class Settings:
     throughput_max_bytes: int = 512 * 1024
     throughput_max_seconds: float = 10.0
     informed_consent: bool = False  # the operator has read the notice (`probe run`/`daemon` skip asking)
+    upload: Upload = field(default_factory=Upload)
 
 
 @dataclass(frozen=True)
@@ -366,6 +381,23 @@ def _timeouts(node: yaml.Node, where: str, ctx: _Ctx) -> Timeouts:
     return Timeouts(**values)
 
 
+def _proxy(node: yaml.Node, where: str, ctx: _Ctx) -> str | None:
+    value = _opt_str(node, where, ctx)
+    if value is not None and urlsplit(value).scheme not in ("socks5", "socks5h", "http", "https"):
+        raise ctx.fail(node, where, f"{value!r} is not a socks5:// or http:// proxy URL")
+    return value
+
+
+def _upload(node: yaml.Node, where: str, ctx: _Ctx) -> Upload:
+    schema: Mapping[str, Parser] = {
+        "enabled": _bool, "credential": _opt_str, "urls": _list(_url, allow_empty=True), "proxy": _proxy,
+        "cacert": _opt_str, "batch_size": _number(1, 5000, integer=True), "interval": _number(1, 86400),
+        "max_pending_days": _number(1, 36500, integer=True),
+    }
+    values, _ = _fields(node, where, ctx, schema)
+    return Upload(**values)
+
+
 SETTINGS: Mapping[str, Parser] = {
     "probe_id": _opt_str,
     "probe_cc": _str,
@@ -391,6 +423,7 @@ SETTINGS: Mapping[str, Parser] = {
     "throughput_max_bytes": _number(16 * 1024, 1 << 30, integer=True),
     "throughput_max_seconds": _number(1, 600),
     "informed_consent": _bool,
+    "upload": _upload,
 }
 
 TARGET: Mapping[str, Parser] = {

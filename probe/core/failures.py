@@ -283,3 +283,48 @@ def operation_of(exc: BaseException, default: Operation) -> Operation:
         if isinstance(link, ProbeError):
             return link.operation
     return default
+
+
+# -- A failed write, classified by what the connection saw ---------------------------
+
+#: How long a failed write waits for the connection to say why. The reset that broke the
+#: write is already in the kernel (or already stored by the loop): the read returns at once.
+WRITE_EVIDENCE_WAIT: Final = 0.5
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    for link in _chain(exc):
+        if isinstance(link, OSError) and link.errno in _ERRNO:
+            return link.errno
+    return None
+
+
+async def write_error(
+    exc: BaseException, reader: asyncio.StreamReader | None, wait: float = WRITE_EVIDENCE_WAIT
+) -> ProbeError:
+    """A failed ``write``/``drain`` after a successful connect, classified the same on every loop.
+
+    Which exception a write raises depends on when the event loop noticed the peer's reset:
+    the errno (``ECONNRESET``, ``EPIPE``), a bare ``ConnectionResetError('Connection lost')``
+    from ``drain`` (the loop closed the transport between the write and the drain: uvloop
+    does this whenever its direct write meets the reset), or uvloop's ``RuntimeError`` for a
+    write on a transport it has already closed. Only the first says what happened. The
+    connection itself knows: one read returns the stored or pending error (``ECONNRESET``:
+    ``connection_reset``) or EOF for a peer that closed (``eof_error``), and the operation is
+    then ``read``, as on a loop that noticed the reset only when reading. Without evidence
+    (the read times out, or the write's own errno was the news) the write's classification
+    stands. The result wraps ``exc`` (raise it ``from exc``).
+    """
+    first = classify(exc)
+    if reader is None or first == GENERIC_TIMEOUT:
+        return ProbeError(first, "write", str(exc))
+    try:
+        data = await asyncio.wait_for(reader.read(1), wait)
+    except Exception as seen:  # noqa: BLE001 - the connection's own error is the evidence
+        found = classify(seen)
+        if found.startswith(UNKNOWN_PREFIX) or found == GENERIC_TIMEOUT:
+            return ProbeError(first, "write", str(exc))
+        return ProbeError(found, "read", str(seen))
+    if not data and _errno_of(exc) is None:
+        return ProbeError(EOF_ERROR, "read", "closed by the peer")
+    return ProbeError(first, "write", str(exc))  # the kernel's errno on the write itself

@@ -66,7 +66,9 @@ def secret_hash(secret: str) -> bytes:
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    """256 random bits, URL-safe; never starting with "-" (``probe enrol URL TOKEN`` would
+    take such a token for an option: one token in 64 did)."""
+    return "p" + secrets.token_urlsafe(32)
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -64,6 +64,8 @@ class Settings:
     pool_min: int = 1
     pool_max: int = 8
     pool_timeout_s: float = 5.0
+    helper_concurrency: int = 16            # test-helper requests at once (0: no helper); more get 503
+    helper_timeout_s: float = 3.0           # per step of a helper check
 
 
 class Metrics:
@@ -306,6 +308,42 @@ def _endpoint(collector: Collector, handler: Callable[[Request], Awaitable[dict[
     return endpoint
 
 
+#: The largest test-helper request body (a /check or /fetch is a few hundred bytes).
+HELPER_MAX_BODY = 8192
+
+
+def _helper_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    """The test helper (probe/service/helper.py) under ``/helper/``: the fleet's control vantage.
+
+    Its own limits: at most ``helper_concurrency`` requests at once (503 with Retry-After beyond),
+    bodies of at most :data:`HELPER_MAX_BODY`, and the helper's own bounds (timeouts, redirects,
+    body sizes, no bogon addresses). ``/helper/whoami`` answers the client its own address, as
+    the helper does (the probe scrubs it from its records); it is neither logged nor stored.
+    """
+    from probe.service.helper import handle
+    from probe.service.httpd import Request as HelperRequest
+
+    helper = handle(timeout=settings.helper_timeout_s)
+    slots = asyncio.Semaphore(max(1, settings.helper_concurrency))
+
+    async def endpoint(request: Request) -> Response:
+        if slots.locked():
+            return JSONResponse({"error": "the test helper is busy"}, status_code=503, headers={"Retry-After": "5"})
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > HELPER_MAX_BODY:
+                return JSONResponse({"error": "request too large"}, status_code=413)
+        peer = request.client.host if request.client else None
+        async with slots:
+            answer = await helper(HelperRequest(request.method, "/" + request.path_params["name"], {}, body,
+                                                peer=peer))
+        content = answer.body if isinstance(answer.body, bytes) else b"".join([c async for c in answer.body])
+        return Response(content, status_code=answer.status, headers=answer.headers)
+
+    return endpoint
+
+
 def make_app(settings: Settings) -> Starlette:
     collector = Collector(settings)
 
@@ -329,6 +367,8 @@ def make_app(settings: Settings) -> Starlette:
         Route("/readyz", _endpoint(collector, collector.ready, False), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *([Route("/helper/{name}", _helper_endpoint(settings), methods=["GET", "POST"])]
+          if settings.helper_concurrency > 0 else []),
     ], lifespan=lifespan)
     app.state.collector = collector
     return app

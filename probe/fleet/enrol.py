@@ -28,6 +28,7 @@ class Enrolment:
     probe_id: str
     credential: str
     proxy: str | None = None
+    test_helper: str | None = None  # the collector's test helper: the probe's control vantage by default
 
 
 def tls_verify(cacert: str | None) -> ssl.SSLContext | bool:
@@ -48,7 +49,8 @@ def save(enrolment: Enrolment, path: Path) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"urls": list(enrolment.urls), "probe_id": enrolment.probe_id,
-                   "credential": enrolment.credential, "proxy": enrolment.proxy}, f, indent=2)
+                   "credential": enrolment.credential, "proxy": enrolment.proxy,
+                   "test_helper": enrolment.test_helper}, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -57,7 +59,8 @@ def save(enrolment: Enrolment, path: Path) -> None:
 def load(path: Path) -> Enrolment:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
-        return Enrolment(tuple(data["urls"]), str(data["probe_id"]), str(data["credential"]), data.get("proxy"))
+        return Enrolment(tuple(data["urls"]), str(data["probe_id"]), str(data["credential"]), data.get("proxy"),
+                         data.get("test_helper"))
     except FileNotFoundError:
         raise EnrolError(f"{path}: not enrolled yet (run: probe enrol URL TOKEN)") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -81,7 +84,7 @@ def enrol(urls: Sequence[str], token: str, *, probe_id: str | None = None, proxy
             if response.status_code == 200:
                 data = response.json()
                 return Enrolment(tuple(u.rstrip("/") for u in urls), str(data["probe_id"]),
-                                 str(data["credential"]), proxy)
+                                 str(data["credential"]), proxy, f"{url.rstrip('/')}/helper")
             try:
                 detail = response.json().get("error", response.text)
             except ValueError:

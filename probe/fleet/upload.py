@@ -29,9 +29,10 @@ from typing import Any, Protocol
 import httpx
 import zstandard
 
+from probe.service.metrics import UPLOAD_ERRORS
+
 #: Reasons an upload failed (the ``reason`` label of ``probe_upload_errors_total``).
-ERRORS = ("unreachable", "timeout", "server_error", "unavailable", "rate_limited", "rejected",
-          "unauthorized", "forbidden", "protocol")
+ERRORS = UPLOAD_ERRORS
 
 
 class Source(Protocol):
@@ -69,12 +70,14 @@ class Report:
     attempts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    last_reason: str | None = None   # the reason (one of ERRORS) of last_error
     last_success: float | None = None
     complete: bool = False
 
     def error(self, reason: str, text: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
         self.last_error = text
+        self.last_reason = reason
 
 
 def encode(measurements: Iterable[Mapping[str, Any]]) -> bytes:

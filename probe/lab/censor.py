@@ -146,37 +146,81 @@ async def blockpages(state: Path) -> None:
 # -- on-path DNS injection (scapy) ----------------------------------------------------------
 
 
-def dns_injector(state: Path, iface: str, name: str, answer: str) -> None:
-    """Answer queries for ``name`` seen on ``iface`` with ``answer``, before the real resolver.
+HOLD_MAX = 3.0  # seconds a real answer is held at most, if its query's forgery never went out
+
+
+def dns_injector(state: Path, iface: str, name: str, answer: str, queue: int) -> None:
+    """Answer queries for ``name`` seen on ``iface`` with ``answer``; hold the real answer until then.
 
     At hop 1 it sees the client's query to the ISP resolver; further on, the resolver's own query
-    to the authoritative server (which answers AUTH_DELAY late, like a distant one): either way the
-    forged answer wins and the real one arrives later. The capture socket (with a kernel BPF filter,
-    so bulk traffic never reaches Python) and the sending socket are opened before "ready".
+    to the authoritative server (which answers AUTH_DELAY late, like a distant one). The real answer
+    for ``name`` comes to NFQUEUE ``queue`` (rules: ``dns_inject`` in probe.lab.techniques) and is
+    held until the forged answer to its query (same address, port and DNS id) has been sent, so the
+    forgery wins its race whatever the CPU load, as a real on-path injector's does; the real answer
+    still arrives, later (released at most HOLD_MAX after it came). The capture socket (with a
+    kernel BPF filter, so bulk traffic never reaches Python), the sending socket and the queue are
+    all open before "ready".
     """
+    import threading
+
+    from netfilterqueue import NetfilterQueue
     from scapy.all import DNS, DNSQR, DNSRR, IP, UDP, conf, sniff  # type: ignore[attr-defined]
 
     wanted = name.rstrip(".").lower() + "."
     listen = conf.L2listen(iface=iface, filter="udp dst port 53")
     out = conf.L3socket()
+    loop = asyncio.new_event_loop()
+    forged: set[tuple[str, int, int]] = set()  # (resolver address, port, DNS id); loop thread only
+    held: dict[tuple[str, int, int], list[Any]] = {}
 
     def is_query(pkt: Any) -> bool:
         return bool(pkt.haslayer(DNSQR) and pkt[DNS].qr == 0 and pkt[UDP].dport == 53
                     and pkt[DNSQR].qname.decode().lower() == wanted)
 
-    def forge(pkt: Any) -> None:
+    def release(key: tuple[str, int, int]) -> None:
+        forged.add(key)
+        for pkt in held.pop(key, []):
+            pkt.accept()
+
+    def forge(pkt: Any) -> None:  # the sniffing thread
         qtype = pkt[DNSQR].qtype
         reply = (IP(src=pkt[IP].dst, dst=pkt[IP].src)
                  / UDP(sport=53, dport=pkt[UDP].sport)
                  / DNS(id=pkt[DNS].id, qr=1, aa=1, rd=pkt[DNS].rd, ra=1, qd=pkt[DNS].qd,
                        an=DNSRR(rrname=wanted, type="A", ttl=300, rdata=answer) if qtype == 1 else None))
         out.send(reply)
+        loop.call_soon_threadsafe(release, (pkt[IP].src, pkt[UDP].sport, pkt[DNS].id))
 
+    def is_forgery(ip: Any) -> bool:
+        return any(getattr(ip[DNS].an[i], "rdata", None) == answer for i in range(ip[DNS].ancount or 0))
+
+    def on_answer(pkt: Any) -> None:  # the loop thread: an answer for the name, from a resolver
+        ip = IP(pkt.get_payload())
+        if not ip.haslayer(DNS):
+            pkt.accept()
+            return
+        key = (ip[IP].dst, ip[UDP].dport, ip[DNS].id)
+        if key in forged or is_forgery(ip):
+            pkt.accept()
+            return
+        held.setdefault(key, []).append(pkt)
+        loop.call_later(HOLD_MAX, give_up, key, pkt)
+
+    def give_up(key: tuple[str, int, int], pkt: Any) -> None:
+        if pkt in held.get(key, ()):
+            held[key].remove(pkt)
+            pkt.accept()
+
+    nfq = NetfilterQueue()
+    nfq.bind(queue, on_answer, max_len=1024)
+    loop.add_reader(nfq.get_fd(), lambda: nfq.run(block=False))
     warm = IP(dst="198.18.0.2") / UDP(sport=1, dport=53) / DNS(rd=1, qd=DNSQR(qname=wanted))
     forge_bytes = bytes(IP(bytes(warm)))  # the first dissect/build loads scapy's layers: not during a race
     del forge_bytes
+    threading.Thread(target=sniff, kwargs={"opened_socket": listen, "store": False, "lfilter": is_query,
+                                           "prn": forge}, daemon=True).start()
     (state / f"injector-{name}.ready").write_text("ok")
-    sniff(opened_socket=listen, store=False, lfilter=is_query, prn=forge)
+    loop.run_forever()
 
 
 # -- NFQUEUE latency relay ------------------------------------------------------------------
@@ -206,7 +250,7 @@ def main(argv: list[str]) -> None:
     elif kind == "blockpages":
         asyncio.run(blockpages(state))
     elif kind == "inject":
-        dns_injector(state, argv[2], argv[3], argv[4])
+        dns_injector(state, argv[2], argv[3], argv[4], int(argv[5]))
     elif kind == "delay":
         delay_relay(state, int(argv[2]), float(argv[3]), float(argv[4]))
     else:

@@ -19,6 +19,7 @@ from typing import Any
 from probe.lab.base import TECHNIQUES, Handle, LabError, run
 from probe.lab.censor import BLOCKPAGE_PORT, MITM_PORT, REDIRECT_PORT, UNKNOWN_BLOCKPAGES, UNKNOWN_PORT
 from probe.lab.lab import Lab
+from probe.lab.load import link_args
 from probe.lab.topology import BOGON, SINKHOLE, host
 
 
@@ -63,13 +64,23 @@ def dns_bogon(lab: Lab, handle: Handle, host: str, answer: str = BOGON) -> None:
 
 
 def dns_inject(lab: Lab, handle: Handle, host: str, answer: str = SINKHOLE) -> None:
-    """3. An on-path injector (scapy) answers first; the real answer arrives later."""
+    """3. An on-path injector (scapy) answers first; the real answer arrives later.
+
+    The real answer for the name (UDP from port 53, on the censor hop, forwarded or from the
+    resolver there) goes to the injector's NFQUEUE, which holds it until the forgery is out: the
+    injector wins every race, under any CPU load, and the real answer still arrives.
+    """
+    queue = str(lab.next_mark())
     ready = lab.state / f"injector-{host}.ready"
     pid = lab.spawn(lab.ns_censor, [sys.executable, "-m", "probe.lab.censor", "inject", str(lab.state), "left",
-                                    host, answer], f"inject-{host}.log")
+                                    host, answer, queue], f"inject-{host}.log")
     handle.pids.append(pid)
-    lab.wait_until(ready.exists, f"the DNS injector (inject-{host}.log)", 20)
+    lab.wait_until(ready.exists, f"the DNS injector (inject-{host}.log)", 60)  # scapy loads slowly under load
     handle.undo.append(["rm", "-f", str(ready)])
+    qname = "".join(f"|{len(label):02x}|{label}" for label in host.rstrip(".").split(".")) + "|00|"
+    for chain in ("FORWARD", "OUTPUT"):
+        _ipt(lab, handle, "filter", chain, ["-p", "udp", "--sport", "53", "-m", "string", "--algo", "bm", "--icase",
+                                            "--hex-string", qname, "-j", "NFQUEUE", "--queue-num", queue])
 
 
 # -- IP ----------------------------------------------------------------------------------------
@@ -166,15 +177,19 @@ def _burst(rate_kbit: float) -> str:
 
 
 def throttle_sni(lab: Lab, handle: Handle, sni: str, rate_kbit: float = 128, direction: str = "both",
-                 limit: int = 4) -> None:
-    """10. Flows whose ClientHello carries the name are policed to rate_kbit, per direction."""
+                 limit: int = 4, parent: str = "1:") -> None:
+    """10. Flows whose ClientHello carries the name are policed to rate_kbit, per direction.
+
+    ``parent="1:1"`` puts the policer behind the access link that ``bufferbloat`` or ``lte`` made
+    (apply that first): the policed flow is then limited by both.
+    """
     mark = lab.next_mark()
     classid = f"1:{mark}"
     ns = ["ip", "netns", "exec", lab.ns_censor]
     _ipt(lab, handle, "mangle", "FORWARD", [*_sni_match(sni), "-j", "CONNMARK", "--set-mark", str(mark)])
     for iface in _directions(direction):
         burst = _burst(rate_kbit)
-        run([*ns, "tc", "class", "add", "dev", iface, "parent", "1:", "classid", classid, "htb", "rate",
+        run([*ns, "tc", "class", "add", "dev", iface, "parent", parent, "classid", classid, "htb", "rate",
              f"{rate_kbit}kbit", "ceil", f"{rate_kbit}kbit", "burst", burst, "cburst", burst, "quantum", "1514"])
         run([*ns, "tc", "qdisc", "add", "dev", iface, "parent", classid, "handle", f"{mark}:", "pfifo", "limit",
              str(limit)])
@@ -188,11 +203,49 @@ def shape(lab: Lab, handle: Handle, rate_kbit: float, direction: str = "both") -
     """Benign: the whole link is slow (a 1, 10 or 100 Mbit/s access line)."""
     ns = ["ip", "netns", "exec", lab.ns_censor]
     for iface in _directions(direction):
-        burst = str(max(16000, int(rate_kbit * 1000 / 8 / 50)))
-        run([*ns, "tc", "class", "change", "dev", iface, "classid", "1:1", "htb", "rate", f"{rate_kbit}kbit",
-             "burst", burst, "cburst", burst, "quantum", "1514"])
+        run([*ns, "tc", "class", "change", "dev", iface, "classid", "1:1", "htb", *link_args(rate_kbit)])
         handle.undo.append([*ns, "tc", "class", "change", "dev", iface, "classid", "1:1", "htb", "rate",
                             "10gbit", "burst", "4mb", "cburst", "4mb", "quantum", "60000"])
+
+
+def bufferbloat(lab: Lab, handle: Handle, rate_kbit: float, limit: int = 500, direction: str = "both") -> None:
+    """Benign: a slow access link with a deep queue (a home DSL or LTE router), ``limit`` packets.
+
+    The link class 1:1 gets a leaf 1:2 with a pfifo of ``limit`` packets that every packet not
+    CLASSIFY'd elsewhere goes to (a u32 match-all filter), so that a policer added with
+    ``throttle_sni(parent="1:1")`` sits behind the same link.
+    """
+    ns = ["ip", "netns", "exec", lab.ns_censor]
+    shape(lab, handle, rate_kbit, direction)
+    for iface in _directions(direction):
+        run([*ns, "tc", "class", "add", "dev", iface, "parent", "1:1", "classid", "1:2", "htb", *link_args(rate_kbit)])
+        handle.undo.append([*ns, "tc", "class", "del", "dev", iface, "classid", "1:2"])
+        run([*ns, "tc", "qdisc", "add", "dev", iface, "parent", "1:2", "handle", "2:", "pfifo", "limit", str(limit)])
+        run([*ns, "tc", "filter", "add", "dev", iface, "parent", "1:", "protocol", "ip", "prio", "10", "u32",
+             "match", "u32", "0", "0", "flowid", "1:2"])
+        handle.undo.append([*ns, "tc", "filter", "del", "dev", iface, "parent", "1:", "prio", "10"])
+
+
+def lte(lab: Lab, handle: Handle, rates_kbit: tuple[float, ...] = (4000, 1500, 6000, 2500), period: float = 3.0,
+        limit: int = 500, seconds: float = 3600) -> None:
+    """Benign: a radio link whose rate changes every ``period`` seconds (a deep queue, as ``bufferbloat``)."""
+    bufferbloat(lab, handle, rates_kbit[0], limit)
+    argv = [sys.executable, "-m", "probe.lab.load", "lte", str(lab.state), ",".join(_directions("both")),
+            ",".join(str(r) for r in rates_kbit), str(period), str(seconds)]
+    handle.pids.append(lab.spawn(lab.ns_censor, argv, "lte.log"))
+    ready = lab.state / "lte.ready"
+    lab.wait_until(ready.exists, "the link-rate changer (lte.log)", 20)
+    handle.undo.append(["rm", "-f", str(ready)])
+
+
+def cross_traffic(lab: Lab, handle: Handle, host: str = "control2.test", seconds: float = 3600) -> None:
+    """Benign: another download saturates the link while the probe measures (the volunteer's own traffic)."""
+    address = _address(host)
+    ready = lab.state / f"cross-{address}.ready"
+    argv = [sys.executable, "-m", "probe.lab.load", "cross", str(lab.state), address, host, str(seconds)]
+    handle.pids.append(lab.spawn(lab.ns_client, argv, f"cross-{address}.log"))
+    lab.wait_until(ready.exists, f"the cross traffic (cross-{address}.log)", 30)
+    handle.undo.append(["rm", "-f", str(ready)])
 
 
 # -- UDP ---------------------------------------------------------------------------------------
@@ -260,6 +313,6 @@ def site_view(lab: Lab, handle: Handle, host: str, kind: str) -> None:
 TECHNIQUES.update({
     f.__name__: f
     for f in (dns_nxdomain, dns_bogon, dns_inject, ip_drop, ip_reject, sni_rst, sni_drop, http_blockpage, url_block,
-              tls_mitm, throttle_sni, shape, udp_block, loss, latency, server_down, server_slow, cert_expired,
-              http_unknown_blockpage, site_view)
+              tls_mitm, throttle_sni, shape, bufferbloat, lte, cross_traffic, udp_block, loss, latency, server_down,
+              server_slow, cert_expired, http_unknown_blockpage, site_view)
 })

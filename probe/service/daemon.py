@@ -62,7 +62,7 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from probe.analysis.retest import Tracker, outcome_of, retest_target
+from probe.analysis.retest import Tracker, burst_size, fit_spacing, outcome_of, retest_target
 from probe.analysis.verdict import Controls
 from probe.core import config as config_mod
 from probe.core import failures
@@ -78,6 +78,8 @@ FLUSH_EVERY = 5.0  # seconds between store flushes when idle
 LOOP_TICK = 0.25  # seconds between event-loop stall samples
 WHOAMI_EVERY = 600.0  # seconds between asking the test helper for our public address
 STOP_WRITES = 60.0  # seconds a stop waits for the store writer to write what was handed over
+RETEST_MARGIN = 0.25  # seconds a re-test keeps to spare before the next regular run, beyond its expected time
+RETEST_FACTOR = 1.25  # a re-test is expected to take this many times the target's last run
 
 
 class Outcome(Protocol):
@@ -190,7 +192,7 @@ def default_detector() -> Detect:
     updated or closed."""
     from probe.analysis.events import RecordDetector
 
-    return RecordDetector().feed
+    return RecordDetector()  # callable (feed), and asked whether it is unsettled (re-tests)
 
 
 # -- The scheduler ------------------------------------------------------------------------
@@ -204,6 +206,7 @@ class _Job:
     gen: int
     slot: int = 0
     next_at: float = 0.0  # when its next regular run is planned
+    took: float = 0.0  # how long its last run (regular or re-test) took: what a re-test needs to fit
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,10 @@ class Daemon:
     detect: Detect | None = None
     rng: random.Random = field(default_factory=random.Random)
     monotonic: Callable[[], float] = time.monotonic
+    #: tasks of the layers above, run beside the scheduler until the stop (the fleet's uploader)
+    background: Sequence[Callable[[], Awaitable[None]]] = ()
+    #: applied to every configuration loaded on a reload (the fleet's control vantage and targets)
+    amend: Callable[[Config], Config] | None = None
 
     def __post_init__(self) -> None:
         self._heap: list[tuple[float, int, str, int]] = []
@@ -308,6 +315,8 @@ class Daemon:
         return False
 
     def _reloaded(self, new: Config) -> bool:
+        if self.amend is not None:
+            new = self.amend(new)
         old = self.config.settings
         for key in ("concurrency", "listen", "store"):
             if getattr(old, key) != getattr(new.settings, key):
@@ -348,6 +357,7 @@ class Daemon:
         flusher = asyncio.create_task(self._flush_loop(), name="flusher")
         monitor = asyncio.create_task(self._loop_monitor(), name="loop-monitor")
         whoami = asyncio.create_task(self._whoami_loop(), name="whoami")
+        extra = [asyncio.ensure_future(make()) for make in self.background]
         _log(logging.INFO, "daemon started", targets=len(self._jobs),
              concurrency=self.config.settings.concurrency)
         if ready is not None:
@@ -357,6 +367,9 @@ class Daemon:
         finally:
             monitor.cancel()
             whoami.cancel()
+            for task in extra:
+                task.cancel()
+            await asyncio.gather(*extra, return_exceptions=True)
             await self._shutdown(dispatcher, flusher, workers)
             if install_signals:
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -491,8 +504,11 @@ class Daemon:
         result: str | None = "error"
         try:
             controls = Controls(network_ok=None if target.control else self._network_ok())
+            began = self.monotonic()
             async with asyncio.timeout(run_budget(target, self.ctx.settings)):
                 outcome = await self.measure(target, self.ctx, controls)
+            if (job := self._jobs.get(target.name)) is not None:
+                job.took = self.monotonic() - began
             self._handle(outcome, retest)
             result = None
         except TimeoutError:
@@ -537,8 +553,6 @@ class Daemon:
                     loop.call_soon_threadsafe(self._done, outcome, records, retest)
 
             self._writer.submit(records, committed)
-        if self._outcomes.observe(target.name, outcome_of(outcome.verdict.blocking), retest=retest is not None):
-            self._start_retests(target, outcome.verdict.id)
 
     def _done(self, outcome: Outcome, records: list[dict[str, Any]], retest: _Retest | None) -> None:
         target = outcome.target
@@ -550,11 +564,20 @@ class Daemon:
         _log(logging.INFO, "measured", target=target.name, service=target.service, accessible=v.accessible,
              blocking=v.blocking, rule=v.rule, failure=failures.metric_label(v.failure), checks=len(records) - 1,
              id=v.id, **({"retest": retest.k} if retest is not None else {}))
+        changed = self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None)
+        if changed or (retest is None and self._unsettled(target.name)):
+            self._start_retests(target, v.id, changed)
+
+    def _unsettled(self, name: str) -> bool:
+        """Whether the detector would decide an onset or an end sooner with more measurements now."""
+        unsettled = getattr(self.detect, "unsettled", None)
+        return bool(unsettled(name)) if callable(unsettled) else False
 
     # -- re-tests on a verdict change (probe.analysis.retest) ------------------------------------------
 
-    def _start_retests(self, target: Target, of: str) -> None:
-        """A regular run's outcome changed: measure the target again, a few times, before its next run."""
+    def _start_retests(self, target: Target, of: str, changed: bool) -> None:
+        """A regular run's outcome changed (or left the detector unsettled): measure the target again,
+        a few times, before its next run."""
         job = self._jobs.get(target.name)
         retarget = retest_target(target)
         settings = self.config.settings
@@ -562,9 +585,10 @@ class Daemon:
                 or self._stopping.is_set():
             return
         self._cancel_retests(target.name)
-        _log(logging.INFO, "verdict changed, re-testing", target=target.name, retests=settings.retests)
-        task = asyncio.create_task(self._retest_burst(job, retarget, of, settings.retests, settings.retest_spacing),
-                                   name=f"retest-{target.name}")
+        task = asyncio.create_task(
+            self._retest_burst(job, retarget, of, burst_size(settings.retests, changed), settings.retest_spacing,
+                               "verdict changed" if changed else "event detector unsettled"),
+            name=f"retest-{target.name}")
         self._retests[target.name] = task
 
         def forget(done: asyncio.Task[None], name: str = target.name) -> None:
@@ -578,27 +602,39 @@ class Daemon:
         if task is not None:
             task.cancel()
 
-    async def _retest_burst(self, job: _Job, target: Target, of: str, count: int, spacing: float) -> None:
-        """Re-test k starts ``spacing`` after the previous run ended, on one of a few re-test slots (never
-        a worker a regular run waits for), and only if its whole budget fits before the target's next
-        regular run; the rest of the burst is dropped otherwise."""
+    async def _retest_burst(self, job: _Job, target: Target, of: str, count: int, spacing: float,
+                            why: str = "verdict changed") -> None:
+        """Re-test k starts ``spacing`` after the previous run ended (closer on a short interval:
+        :func:`probe.analysis.retest.fit_spacing`), on one of a few re-test slots (never a worker a
+        regular run waits for), and only if it should end before the target's next regular run (its
+        last run's time × 1.25 + 0.25 s, capped by its budget); the rest of the burst is dropped otherwise.
+        Logged once, when the first re-test starts."""
         assert self._stopping is not None
         assert self._retest_slots is not None
         done = 0
+        spacing = fit_spacing(count, spacing, job.next_at - self.monotonic() - self._retest_needs(job, target))
         try:
             for k in range(1, count + 1):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(spacing):
                         await self._stopping.wait()
                 async with self._retest_slots:
-                    fits = self.monotonic() + run_budget(target, self.ctx.settings) <= job.next_at
+                    fits = self.monotonic() + self._retest_needs(job, target) <= job.next_at
                     if self._stopping.is_set() or self._jobs.get(job.target.name) is not job or not fits:
                         return
+                    if k == 1:
+                        _log(logging.INFO, f"{why}, re-testing", target=target.name, retests=count,
+                             spacing=round(spacing, 3))
                     await self._run_one(target, _Retest(of, k))
                 done = k
                 self.state.update_health(lambda h: _inc(h.retests, "run", 1))
         finally:
             self.state.update_health(lambda h: _inc(h.retests, "dropped", count - done))
+
+    def _retest_needs(self, job: _Job, target: Target) -> float:
+        """Seconds a re-test should have before the next regular run: about the target's last run (a
+        blocked run's time is its timeouts: the same again), with room to spare."""
+        return min(run_budget(target, self.ctx.settings), RETEST_FACTOR * job.took + RETEST_MARGIN)
 
     def _detect(self, records: Sequence[Mapping[str, Any]]) -> None:
         if self.detect is None:
@@ -610,11 +646,14 @@ class Daemon:
             return
         if not changed:
             return
-        for event in changed:
+        for event in changed:  # logged once when it opens and once when it ends, not at every update
+            fields = {"target": event.target, "type": event.type, "check": event.check,
+                      "confidence": event.confidence, "event": event.id}
+            if event.id not in self._events:
+                _log(logging.WARNING, "event started", **fields, start=event.start_time)
+            if not event.ongoing:
+                _log(logging.INFO, "event ended", **fields, end=event.end_time)
             self._events[event.id] = event
-            _log(logging.WARNING if event.ongoing else logging.INFO,
-                 "event started" if event.ongoing else "event ended",
-                 target=event.target, type=event.type, check=event.check, confidence=event.confidence)
         if self._writer is not None:
             self._writer.save_events(changed)
         self.state.set_events(self._events.values())

@@ -113,6 +113,12 @@ class Histogram:
         return out
 
 
+#: Why an upload to the collector failed: the ``reason`` label of ``probe_upload_errors_total``
+#: (the fleet's uploader, probe.fleet.upload, counts by these; docs/metrics.md says each).
+UPLOAD_ERRORS: Final = ("unreachable", "timeout", "server_error", "unavailable", "rate_limited", "rejected",
+                        "unauthorized", "forbidden", "protocol")
+
+
 @dataclass
 class Health:
     """The daemon's own health, set by the scheduler."""
@@ -137,6 +143,11 @@ class Health:
     reload_ok: bool = True
     reload_success_time: float = field(default_factory=time.time)
     start_time: float = field(default_factory=time.time)
+    upload_enabled: bool = False  # settings.upload.enabled: the upload families are exported
+    upload_pending: int = 0  # target runs not uploaded yet
+    upload_last_success: float = 0.0
+    upload_errors: dict[str, int] = field(default_factory=dict)
+    upload_expired: int = 0  # measurements deleted at the queue's bound before they were uploaded
 
 
 class MetricsState:
@@ -422,6 +433,9 @@ def _copy_health(h: Health) -> Health:
         loop_lag=_copy_histogram(h.loop_lag),
         store_seconds=_copy_histogram(h.store_seconds), store_pending=h.store_pending, reload_ok=h.reload_ok,
         reload_success_time=h.reload_success_time, start_time=h.start_time,
+        upload_enabled=h.upload_enabled, upload_pending=h.upload_pending,
+        upload_last_success=h.upload_last_success, upload_errors=dict(h.upload_errors),
+        upload_expired=h.upload_expired,
     )
 
 
@@ -487,6 +501,21 @@ def _global_families(h: Health, *, daemon: bool, info: bool = True) -> Iterator[
     for result, count in sorted(h.retests.items()):
         retests.add_metric([result], count)
     yield retests
+    if h.upload_enabled:
+        yield from _upload_families(h)
+
+
+def _upload_families(h: Health) -> Iterator[Metric]:
+    yield GaugeMetricFamily("probe_upload_pending", "Measurements (target runs) in the store not uploaded to the "
+                            "collector yet.", value=h.upload_pending)
+    yield GaugeMetricFamily("probe_upload_last_success_timestamp_seconds", "When the collector last acknowledged "
+                            "a batch (Unix time; 0: never).", value=h.upload_last_success)
+    errors = CounterMetricFamily("probe_upload_errors", "Failed upload attempts, by reason.", labels=["reason"])
+    for reason in UPLOAD_ERRORS:
+        errors.add_metric([reason], h.upload_errors.get(reason, 0))
+    yield errors
+    yield CounterMetricFamily("probe_upload_expired", "Measurements deleted before they could be uploaded (the "
+                              "queue's bound, settings.upload.max_pending_days).", value=h.upload_expired)
 
 
 def registry_for(state: MetricsState, *, daemon: bool = True, process: bool = True, info: bool = True,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from probe.core import failures
-from probe.core.records import Event, parse_time
+from probe.core.records import Event, format_time, parse_time
 
 #: The daemon page's Content-Security-Policy (the report carries the same as a meta tag): nothing
 #: is loaded from anywhere, no script runs; inline styles only (the page's own and the SVGs').
@@ -86,9 +86,38 @@ class StatusView:
     probe: list[tuple[str, str]] = field(default_factory=list)  # shown facts: country, network, probe id
 
 
-def upload_status() -> str:
-    """Upload to a collector, in words (the fleet uploader is not wired into the daemon yet)."""
-    return "off (not configured)"
+#: The plain words of each upload error (metrics.UPLOAD_ERRORS).
+UPLOAD_WORDS: Final[dict[str, str]] = {
+    "unreachable": "cannot reach the collector (down, or blocked on this network): it will be retried; "
+                   "a mirror URL or a proxy (upload.proxy) can get around a block",
+    "timeout": "the collector did not answer in time: it will be retried",
+    "server_error": "the collector failed (5xx): it will be retried",
+    "unavailable": "the collector is overloaded or its database is down (503): it will be retried",
+    "rate_limited": "the collector asked this probe to slow down (429): waiting as it asked",
+    "rejected": "the collector rejected some measurements as invalid (400): they are kept here, not resent",
+    "unauthorized": "the collector refused the credential (401): the enrolment was revoked; "
+                    "enrol again (probe enrol URL TOKEN --force)",
+    "forbidden": "the collector refused these measurements (403): they carry another probe id than "
+                 "the enrolment's; enrol again with this store's probe id",
+    "protocol": "the collector's answer was not understood: check the collector URL",
+}
+
+
+def upload_status(store: Any = None) -> str:
+    """Upload to a collector, in words, from what the uploader keeps in the store
+    (probe.fleet.queue: ``meta['upload_status']``, the cursor); "off" without it."""
+    import json
+
+    text = None if store is None else store.meta("upload_status")
+    if not text:
+        return "off (not configured)"
+    state = json.loads(text)
+    pending = f"{store.pending_runs()} pending"
+    reason = state.get("last_reason")
+    if reason:
+        return f"failing: {UPLOAD_WORDS.get(reason, reason)} ({pending})"
+    success = state.get("last_success")
+    return f"ok, last upload {format_time(success) if success else 'never'} ({pending})"
 
 
 def describe(keys: Mapping[str, Any]) -> tuple[str, str]:
@@ -351,9 +380,9 @@ def view_from_store(path: str | Path, *, since: float, now: float, title: str = 
     """Read the records and events since ``since`` (read-only, beside the writer) and build the view."""
     from probe.storage.store import Store
 
-    health = Health(last_run=None, upload=upload_status(), store_bytes=store_bytes(path),
-                    store_errors=store_errors, started=started)
     with Store(path, readonly=True) as store:  # streamed: only the latest verdict per target is kept
+        health = Health(last_run=None, upload=upload_status(store), store_bytes=store_bytes(path),
+                        store_errors=store_errors, started=started)
         events = store.events(since=since, until=now + 1)
         return build_view(store.query(since=since, until=now + 1, record_type="verdict"),
                           store.query(since=since, until=now + 1, test_name="throughput"), events, health,

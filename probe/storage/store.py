@@ -57,6 +57,13 @@ export``) skip records that reference a missing envelope (a store written by an
 older probe on a full disk) and report them in :meth:`Store.damage`;
 :meth:`Store.check` runs ``PRAGMA integrity_check`` and the foreign-key check.
 
+Upload queue (issue 16): the store is the queue of measurements for the collector. The
+cursor is ``meta['upload_seq']``, the ``seq`` of the last record acknowledged by the
+collector (moved only after the acknowledgement, :meth:`set_meta`); :meth:`runs_after` reads
+whole target runs behind it. With ``upload_bound_days`` set (upload on), retention keeps the
+records not uploaded yet, up to that bound: older ones are deleted anyway and counted in
+``meta['upload_expired']``.
+
 Retention: :meth:`Store.prune` deletes records (and finished events) older than
 ``retention_days`` and returns the freed pages to the file system
 (``auto_vacuum=INCREMENTAL``). It runs when a writable store is opened and then
@@ -360,6 +367,7 @@ class Store:
         buffer_bytes: int = BUFFER_BYTES,
         retry_seconds: float = RETRY_SECONDS,
         retry_open: bool = False,
+        upload_bound_days: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -371,6 +379,7 @@ class Store:
         self.clock = clock
         self.buffer_bytes = buffer_bytes
         self.retry_seconds = retry_seconds
+        self.upload_bound_days = upload_bound_days
         self._buffer: list[tuple[Any, ...]] = []
         self._buffered_bytes = 0
         self._buffer_since = 0.0
@@ -610,26 +619,33 @@ class Store:
         if self.retention_days is not None and self.clock() - self._last_prune >= _PRUNE_EVERY:
             self._prune_quietly()
 
-    def _commit(self, rows: list[tuple[Any, ...]]) -> None:
-        if self._conn is None:
-            self._conn = self._open()
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back whole on any error);
+        an SQLite error becomes a StoreError saying ``what`` failed."""
         conn = self._connection()
-        staged: dict[str, int] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                ids = self._envelope_rows(rows, staged)
-                conn.executemany(
-                    "INSERT OR IGNORE INTO records (id, t_us, eid, target, service, record_type,"
-                    " test_name, head, test_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(r[0], r[1], ids[r[2]], *r[3:]) for r in rows],
-                )
+                yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
                 raise
         except sqlite3.Error as exc:
-            raise self._fail("cannot write the store", exc) from None
+            raise self._fail(what, exc) from None
+
+    def _commit(self, rows: list[tuple[Any, ...]]) -> None:
+        if self._conn is None:
+            self._conn = self._open()
+        staged: dict[str, int] = {}
+        with self._transaction("cannot write the store") as conn:
+            ids = self._envelope_rows(rows, staged)
+            conn.executemany(
+                "INSERT OR IGNORE INTO records (id, t_us, eid, target, service, record_type,"
+                " test_name, head, test_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r[0], r[1], ids[r[2]], *r[3:]) for r in rows],
+            )
         if len(self._envelope_ids) > 10_000:
             self._envelope_ids.clear()
         self._envelope_ids.update(staged)  # only ids whose insert committed
@@ -891,8 +907,11 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                deleted = conn.execute("DELETE FROM records WHERE t_us < ?", (cutoff,)).rowcount
-                conn.execute("DELETE FROM envelopes WHERE last_us < ?", (cutoff,))
+                if self.upload_bound_days is None:
+                    deleted = conn.execute("DELETE FROM records WHERE t_us < ?", (cutoff,)).rowcount
+                    conn.execute("DELETE FROM envelopes WHERE last_us < ?", (cutoff,))
+                else:
+                    deleted = self._prune_uploaded(conn, cutoff, now)
                 conn.execute(
                     "DELETE FROM events WHERE end_us IS NOT NULL AND end_us < ?", (cutoff,)
                 )
@@ -907,6 +926,110 @@ class Store:
         except sqlite3.Error as exc:
             raise self._fail("cannot prune the store", exc) from None
         return int(deleted)
+
+    def _prune_uploaded(self, conn: sqlite3.Connection, cutoff: int, now: float) -> int:
+        """Retention with upload on: records past the cursor stay, unless older than the bound."""
+        assert self.upload_bound_days is not None
+        row = conn.execute("SELECT value FROM meta WHERE key = 'upload_seq'").fetchone()
+        cursor = int(row[0]) if row else 0
+        bound = seconds_to_us(now - self.upload_bound_days * 86400.0)
+        deleted = conn.execute("DELETE FROM records WHERE t_us < ? AND seq <= ?", (cutoff, cursor)).rowcount
+        expired = conn.execute(
+            "SELECT count(*) FROM records WHERE t_us < ? AND t_us < ? AND seq > ? AND record_type = 'verdict'",
+            (cutoff, bound, cursor)).fetchone()[0]
+        deleted += conn.execute("DELETE FROM records WHERE t_us < ? AND t_us < ? AND seq > ?",
+                                (cutoff, bound, cursor)).rowcount
+        conn.execute("DELETE FROM envelopes WHERE last_us < ? AND eid NOT IN"
+                     " (SELECT eid FROM records WHERE seq > ?)", (cutoff, cursor))  # the pending ones' stay
+        if expired:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('upload_expired', ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = CAST(CAST(value AS INTEGER) + excluded.value AS TEXT)", (str(expired),))
+        return int(deleted)
+
+    # -- Upload queue --------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        """A metadata value (``upload_seq``, ``upload_status``, ...), or None."""
+        self._check_open()
+        try:
+            row = self._connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail("cannot read the store", exc) from None
+        return None if row is None else str(row[0])
+
+    def set_meta(self, items: Mapping[str, str | None]) -> None:
+        """Set (None: delete) metadata values, in one durable transaction."""
+        self._check_open()
+        if self.readonly:
+            raise self._fail("opened read-only")
+        with self._transaction("cannot write the store") as conn:
+            for key, value in items.items():
+                if value is None:
+                    conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                                 " DO UPDATE SET value = excluded.value", (key, value))
+
+    def upload_cursor(self) -> int:
+        """The ``seq`` of the last record the collector acknowledged (0: none)."""
+        value = self.meta("upload_seq")
+        return int(value) if value else 0
+
+    def pending_runs(self, after: int | None = None) -> int:
+        """Target runs (verdict records) behind the upload cursor."""
+        cursor = self.upload_cursor() if after is None else after
+        try:
+            row = self._connection().execute(
+                "SELECT count(*) FROM records WHERE seq > ? AND record_type = 'verdict'", (cursor,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail("cannot read the store", exc) from None
+        return int(row[0])
+
+    def runs_after(self, seq: int, limit: int) -> list[tuple[int, list[dict[str, Any]]]]:
+        """Up to ``limit`` committed target runs whose records follow ``seq``, in commit order:
+        (the seq of the run's last record, its records). A run is committed whole (the daemon's
+        writer commits each finished run in one transaction), so it is contiguous in ``seq``,
+        its checks then its verdict (:meth:`probe.pipeline.Outcome.records`);
+        a run never comes cut: the last one read is left for later unless the read reached the
+        end. A group without a verdict (an interrupted run) comes with an empty list of records,
+        so that the cursor can pass it."""
+        self._check_open()
+        out: list[tuple[int, list[dict[str, Any]]]] = []
+        window = max(64, limit * 16)
+        while True:
+            try:
+                rows = self._connection().execute(
+                    "SELECT seq, record FROM records_json WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (seq, window)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._fail("cannot read the store", exc) from None
+            groups: list[tuple[int, list[dict[str, Any]]]] = []
+            key: tuple[Any, ...] | None = None
+            verdict = False
+            for row_seq, text in rows:
+                record = json.loads(text)
+                is_verdict = record.get("record_type") == "verdict"
+                keys = record.get("test_keys") or {}
+                this = (record.get("report_id"), record.get("target"), keys.get("retest_of"), keys.get("retest"))
+                if groups and this == key and not verdict:  # a run's records: its checks, then its verdict
+                    groups[-1][1].append(record)
+                    groups[-1] = (row_seq, groups[-1][1])
+                    verdict = verdict or is_verdict
+                else:
+                    groups.append((row_seq, [record]))
+                    key, verdict = this, is_verdict
+            if len(rows) == window and groups:
+                groups.pop()  # may be cut by the window
+                if not groups:
+                    window *= 4
+                    continue
+            for last, records in groups:
+                has_verdict = any(r.get("record_type") == "verdict" for r in records)
+                out.append((last, records if has_verdict else []))
+                if len(out) >= limit:
+                    return out
+            return out
 
     # -- Events ------------------------------------------------------------------
 

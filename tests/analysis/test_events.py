@@ -394,3 +394,13 @@ def test_events_command_with_real_store(tmp_path: Any, capsys: pytest.CaptureFix
     assert data["type"] == "tls" and data["ongoing"] is True
     assert main(["events", "--store", str(path), "--json"]) == 0  # saved by --detect
     assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+def test_confidence_of_an_event_with_many_good_points_does_not_overflow() -> None:
+    """A long flapping event with re-tests holds hundreds of good points: math.exp overflowed."""
+    det = Detector(Series("p", "t", "s", "tcp", "tcp_ip"))
+    points = [Point(float(i), f"b{i}", "blocked") for i in range(5)]
+    # flapping: mostly good, a bad point often enough to keep the event open
+    points += [Point(float(5 + i), f"x{i}", "blocked" if i % 3 == 0 else "ok") for i in range(2400)]
+    events = det.feed_many(points)
+    assert events and 0.0 <= events[-1].confidence <= 1.0

@@ -187,3 +187,18 @@ def test_the_plateau_leaves_out_a_last_segment_that_waited_for_a_timeout() -> No
     assert th.plateau_rate([flow]) == pytest.approx(250_000, rel=0.02)
     assert th.plateau_rate([tail]) == pytest.approx(250_000, rel=0.05)
     assert th.plateau_rate([tail], warmup=0.0) > 0.9 * 250_000
+
+
+def test_a_target_started_behind_a_full_queue_is_remeasured_not_evidence() -> None:
+    """2 Mbit/s home link, deep queue: the target connected in 420 ms against 30 ms for the controls."""
+    controls = [Flow(CTRL.samples, connect_time=0.030), Flow(CTRL2.samples, connect_time=0.031)]
+    slow = series(16_000, 3)
+    behind = th.compare(Flow(slow, connect_time=0.420), controls)
+    assert (behind.outcome, behind.reason) == ("inconclusive", th.QUEUE_REASON)
+    assert th.needs_confirmation(behind)
+    # a policer by SNI does not slow the connect (it comes before the SNI): still positive
+    assert th.compare(Flow(slow, connect_time=0.035), controls).outcome == "positive"
+    # and an inflated start never turns a negative into anything else
+    fast = Flow(series(950_000, 0.2, step=0.01, seed=3), connect_time=0.420)
+    assert th.compare(fast, controls).outcome == "negative"
+    assert not th.queue_inflated(Flow(slow, connect_time=0.420), [Flow(CTRL.samples)])  # no control connect

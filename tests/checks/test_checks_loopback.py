@@ -224,7 +224,7 @@ async def test_http_100kb_headers(ctx) -> None:
 
 async def test_http_reset_and_hang(ctx) -> None:
     reset = await _fetch(ctx, "/reset")
-    assert reset.failure in (F.CONNECTION_RESET, F.EOF_ERROR)
+    assert reset.failure == F.CONNECTION_RESET  # the same on every loop (tests/conftest.py runs both)
     assert reset.failed_operation == "http_round_trip"
     t0 = time.monotonic()
     hang = await _fetch(ctx, "/hang")

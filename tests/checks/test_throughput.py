@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from probe.checks import throughput
-from probe.checks.throughput import measure_throughput, throttling_test
+from probe.checks.throughput import measure_throughput, tcp_info, throttling_test
 from probe.core.config import Target
 from probe.core.context import Context
 from probe.core.records import check_record
@@ -254,3 +254,60 @@ async def test_a_stopped_upload_is_reset_not_drained(server: ThroughputServer, c
     # A FIN would have let the client's 32 KiB send buffer drain at 16 KB/s for seconds more.
     await asyncio.sleep(1.0)
     assert server.received - at_stop < 24 * 1024, "the server kept receiving after the transfer ended"
+
+
+async def test_tcp_info_of_a_closed_transport_is_none(server: ThroughputServer) -> None:
+    """uvloop's socket of a closed transport has fd -1 and raised ValueError('negative file
+    descriptor'): the upload control failed with unknown_failure whenever the server closed first."""
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    sock = writer.get_extra_info("socket")
+    assert tcp_info(sock) is not None
+    writer.transport.abort()
+    await asyncio.sleep(0)  # the loop closes the socket
+    for _ in range(100):
+        if sock.fileno() < 0:
+            break
+        await asyncio.sleep(0.01)
+    assert tcp_info(sock) is None
+
+
+class _Writer:
+    """What ``_close`` touches of a connection a drain probe opened."""
+
+    def __init__(self) -> None:
+        self.transport = self
+        self.aborted = False
+
+    def get_extra_info(self, _name: str) -> None:
+        return None
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_the_next_transfer_waits_for_the_path_queue_to_drain(ctx: Context) -> None:
+    """Connect times 420, 300, 120, 35 ms on a 30 ms path: it waits for the fourth, then starts."""
+    import dataclasses
+
+    delays = [0.42, 0.30, 0.12, 0.035, 0.035]
+    writers: list[_Writer] = []
+
+    async def connect(_host: str, _port: int) -> tuple[None, _Writer]:
+        await asyncio.sleep(delays[len(writers)])
+        writers.append(_Writer())
+        return None, writers[-1]
+
+    probe_ctx = dataclasses.replace(ctx, open_connection=connect)
+    ep = throughput.Endpoint("target", "127.0.0.1", 443, "x.test", "https://x.test/")
+    path = throughput._Path()
+    await throughput._wait_drained(ep, probe_ctx, path, 5.0)
+    assert writers == []  # no floor yet: the first transfer's own connect sets it
+    path.note(0.030)
+    await throughput._wait_drained(ep, probe_ctx, path, 5.0)
+    assert len(writers) == 4 and all(w.aborted for w in writers)
+    # bounded in time: a queue that never drains costs at most the time given
+    delays[:] = [0.3] * 50
+    writers.clear()
+    t0 = asyncio.get_running_loop().time()
+    await throughput._wait_drained(ep, probe_ctx, path, 0.5)
+    assert asyncio.get_running_loop().time() - t0 < 1.5 and 1 <= len(writers) <= 3

@@ -8,7 +8,10 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import struct
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +297,83 @@ def test_tls_crypt_wrap_unwrap() -> None:
     assert key.unwrap(packet, slot=0) is None  # the other direction's keys do not open it
     tampered = packet[:-1] + bytes([packet[-1] ^ 1])
     assert key.unwrap(tampered, slot=1) is None
+
+
+# -- A reset noticed while writing reads the same on every loop (issue 14, class 5) ---------------
+
+
+def _resetting_server() -> tuple[socket.socket, threading.Thread]:
+    """Accepts one connection, reads the first packet, answers with an RST (a censor's reset)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(64)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def _reset_arrived(writer: asyncio.StreamWriter) -> bool:
+    """The kernel has the RST (TCP_CLOSE), or the loop already noticed it and closed the socket."""
+    sock = writer.get_extra_info("socket")
+    try:
+        return bool(sock is None or sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 7)
+    except (OSError, ValueError):  # closed: asyncio's EBADF, uvloop's fd -1
+        return True
+
+
+async def _wait_reset(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, loop_notices: bool) -> None:
+    """Until the RST is in the kernel (the loop blocked: it cannot notice) or the loop has seen it."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if loop_notices:
+            if reader.exception() is not None or reader.at_eof():
+                return
+            await asyncio.sleep(0.002)
+        elif _reset_arrived(writer):
+            return
+        else:
+            time.sleep(0.002)  # noqa: ASYNC251 - blocking on purpose: the loop must not notice the RST
+
+
+@pytest.mark.parametrize("loop_notices", [False, True], ids=["reset-pending", "reset-seen"])
+async def test_a_reset_met_by_the_next_write_is_a_reset_on_every_loop(ctx: Context, loop_notices: bool) -> None:
+    """A write after the censor's RST raised, depending on the loop and the timing, the errno,
+    ConnectionResetError('Connection lost') (eof_error) or uvloop's RuntimeError (unknown_failure):
+    inconclusive. The connection's own error says reset, on every loop."""
+    listener, thread = _resetting_server()
+    port = listener.getsockname()[1]
+
+    async def body(s: Session) -> Finding:
+        reader, writer = await s.connect("127.0.0.1", port)
+        await s.send(writer, b"\x05\x01\x00")
+        await _wait_reset(writer, reader, loop_notices)
+        await s.send(writer, b"\x05\x01\x00\x01")
+        return answered("unreachable")
+
+    try:
+        result = await run("socks5", "tcp", "127.0.0.1", port, ctx, target="t", role="target",
+                           secret_sha256=None, silent_by_design=None, body=body, timeout=1.0)
+    finally:
+        thread.join(5)
+        listener.close()
+    assert (result.details.status, result.failure) == (BLOCKED, failures.CONNECTION_RESET), result.details.evidence
+
+
+async def test_write_error_keeps_an_errno_and_reads_a_bare_one() -> None:
+    with_errno = await failures.write_error(BrokenPipeError(32, "broken pipe"), None)
+    assert (with_errno.failure, with_errno.operation) == (failures.CONNECTION_RESET, "write")
+    reader = asyncio.StreamReader()
+    reader.set_exception(ConnectionResetError(104, "Connection reset by peer"))
+    found = await failures.write_error(ConnectionResetError("Connection lost"), reader)
+    assert (found.failure, found.operation) == (failures.CONNECTION_RESET, "read")
+    closed = asyncio.StreamReader()
+    closed.feed_eof()
+    eof = await failures.write_error(RuntimeError("unable to perform operation on <TCPTransport closed=True>"), closed)
+    assert (eof.failure, eof.operation) == (failures.EOF_ERROR, "read")
+    quiet = await failures.write_error(ConnectionResetError("Connection lost"), asyncio.StreamReader(), wait=0.01)
+    assert (quiet.failure, quiet.operation) == (failures.EOF_ERROR, "write")  # no evidence: as before

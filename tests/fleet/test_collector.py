@@ -307,6 +307,21 @@ def test_the_command_line_round_trip(db: str, collectors: Start, tmp_path: Path,
     config = tmp_path / "fleet.json"
     assert main(["enrol", c.url, token, "--config", str(config), "--probe-id", "cli-probe"]) == 0
     assert main(["enrol", c.url, token, "--config", str(config)]) == 2  # already enrolled: no silent replace
+    # --metrics-url also writes this probe's vmagent configuration, labelled with its id, country and ASN
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("settings: {probe_cc: RU, probe_asn: AS12389}\ntargets:\n"
+                       "  - {name: t, service: s, category: c, addresses: [127.0.0.1], checks: [tcp]}\n")
+    secret = tmp_path / "vm-password"
+    secret.write_text("s3cret\n")
+    capsys.readouterr()
+    assert main(["enrol", c.url, token, "--config", str(tmp_path / "fleet2.json"), "--probe-id", "cli-probe-2",
+                 "--targets", str(targets), "--metrics-url", "http://127.0.0.1:8428/api/v1/write",
+                 "--metrics-user", "fleet", "--metrics-password-file", str(secret),
+                 "--vmagent-dir", str(tmp_path / "vmagent")]) == 0
+    env = (tmp_path / "vmagent" / "vmagent.env").read_text()
+    assert all(f in env for f in ("-remoteWrite.label=probe=cli-probe-2", "-remoteWrite.label=cc=RU",
+                                  "-remoteWrite.label=asn=AS12389", "-remoteWrite.url=http://127.0.0.1:8428"))
+    assert "s3cret" not in env and "vmagent configuration in" in capsys.readouterr().out
     items = measurements("cli-probe", 120)
     items[7]["probe_asn"] = "7"
     source = tmp_path / "m.jsonl"

@@ -40,8 +40,8 @@ def test_collector_unit_is_sandboxed_and_migrates_first() -> None:
     settings = dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
     assert settings["DynamicUser"] == "yes" and settings["ProtectSystem"] == "strict"
     assert settings["CapabilityBoundingSet"] == "" and settings["NoNewPrivileges"] == "yes"
-    assert settings["ExecStartPre"] == "/usr/bin/probe collector migrate"
-    assert settings["ExecStart"].startswith("/usr/bin/probe collector serve --listen 127.0.0.1:")
+    assert settings["ExecStartPre"] == "/usr/local/bin/probe collector migrate"
+    assert settings["ExecStart"].startswith("/usr/local/bin/probe collector serve --listen 127.0.0.1:")
     assert settings["EnvironmentFile"] == "/etc/probe/collector.env"  # the DSN's password stays out of argv
     build_parser().parse_args(settings["ExecStart"].split()[1:] + ["--db", "postgresql://x@y/z"])
 
@@ -49,7 +49,7 @@ def test_collector_unit_is_sandboxed_and_migrates_first() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_collector_unit_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = tmp_path / "probe-collector.service"
-    text = (DEPLOY / "systemd" / "probe-collector.service").read_text().replace("/usr/bin/probe", "/bin/true")
+    text = (DEPLOY / "systemd" / "probe-collector.service").read_text().replace("/usr/local/bin/probe", "/bin/true")
     env = tmp_path / "collector.env"
     env.write_text("PROBE_COLLECTOR_DB=postgresql://x@y/z\n")
     unit.write_text(text.replace("/etc/probe/collector.env", str(env)))

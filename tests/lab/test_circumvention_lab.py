@@ -344,3 +344,54 @@ async def test_dispatch_reads_secrets_file_and_never_records_them(lab: Lab, cens
     assert lab.wg_client_private not in repr(results)
     verdict = family_verdict.decide(results)
     assert verdict is not None and verdict.rule == "circumvention_answered"
+
+
+# -- A censor that resets after the first protocol packet, through `probe run --once` (issue 14, class 5) --
+#
+# The product runs on uvloop (probe.service.runner.run_loop), where a reset met while writing reads
+# differently than on asyncio's loop (ConnectionResetError('Connection lost'), no errno): these run the
+# whole command, on the product's loop, with real servers, and assert the verdict and its reason.
+
+#: protocol -> (port or relay port name, target options, the censor's first-packet rule)
+FIRST_PACKET_RESETS: dict[str, tuple[int | str, dict[str, Any], tuple[str, ...]]] = {
+    "openvpn_tcp": (OVPN_TCP_AUTH, {"protocol": "openvpn", "transport": "tcp", "tls_auth": "KEY"},
+                    ("-p", "tcp", "-m", "u32", "--u32", "0>>22&0x3C@12>>26&0x3C@0>>8&0xFF=0x38")),
+    "socks5": (SOCKS, {"protocol": "socks5"},
+               ("-p", "tcp", "-m", "string", "--algo", "bm", "--hex-string", "|050100|")),
+    "http_connect": (HTTP, {"protocol": "http_connect"},
+                     ("-p", "tcp", "-m", "string", "--algo", "bm", "--string", "CONNECT ")),
+    "tor_dir": ("dir_port", {"protocol": "tor_dir"},
+                ("-p", "tcp", "-m", "string", "--algo", "bm", "--string", "GET /tor/")),
+}
+
+
+@pytest.mark.parametrize("case", list(FIRST_PACKET_RESETS))
+def test_first_packet_reset_through_probe_run_is_blocked(lab: Lab, censor: Path3, tmp_path: Path, case: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    port, options, rule = FIRST_PACKET_RESETS[case]
+    if isinstance(port, str):
+        assert lab.relay is not None
+        port = int(getattr(lab.relay, port))
+    options = {k: (lab.ovpn_key if v == "KEY" else v) for k, v in options.items()}
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(yaml.safe_dump({
+        "settings": {"timeouts": {"dns": 2, "connect": 2, "tls": 2, "http": 3}},
+        "targets": [{"name": case, "service": "vpn", "category": "circumvention", "addresses": [lab.server],
+                     "ports": [port], "checks": ["circumvention"], "options": options}]}))
+    censor.censor(*rule, "-j", "REJECT", "--reject-with", "tcp-reset")
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, "-m", "probe", "run", "--once", "--targets", str(targets), "--records",
+                           str(out), "--no-store", "--json"], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=REPO)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    check = next(r for r in records if r["record_type"] != "verdict")
+    verdict = next(r for r in records if r["record_type"] == "verdict")
+    assert (check["test_keys"]["status"], check["failure"], check["failed_operation"]) == \
+        (BLOCKED, failures.CONNECTION_RESET, "read"), check["test_keys"]["evidence"]
+    assert verdict["test_keys"]["blocking"] == "circumvention", verdict["test_keys"]

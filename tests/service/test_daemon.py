@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +32,7 @@ import pytest
 from probe.analysis.verdict import Controls
 from probe.core.config import Target, load, load_text
 from probe.core.context import Context
-from probe.core.records import CheckResult, Event, ProbeMeta, Verdict, parse_time
+from probe.core.records import CheckResult, Event, ProbeMeta, Verdict, parse_time, verdict_record
 from probe.pipeline import TargetOutcome
 from probe.service import daemon as daemon_mod
 from probe.service import endpoints as endpoints_mod
@@ -351,16 +351,85 @@ async def test_a_target_turning_bad_is_retested_and_its_event_starts_within_the_
     assert event.evidence[0] == changed["id"] and set(event.evidence[1:]) <= {r["id"] for r in marked}
 
 
+async def slow_turning_bad(target: Target, ctx: Context, controls: Controls) -> TargetOutcome:
+    """:func:`turning_bad`, each run taking 0.2 s."""
+    outcome = await turning_bad(target, ctx, controls)
+    await asyncio.sleep(0.2)
+    return outcome
+
+
 @pytest.mark.usefixtures("retest_world")
-async def test_retests_that_would_not_finish_before_the_next_run_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    # 4 re-tests 0.2 s apart with a 0.45 s budget each: the later ones cannot end before the next run at 2 s.
-    monkeypatch.setattr(daemon_mod, "run_budget", lambda target, settings: 0.45)
-    d = make_daemon(retest_yaml(1.0, 4, 0.2), measure=turning_bad)
+async def test_retests_that_would_not_finish_before_the_next_run_are_dropped() -> None:
+    # Runs take 0.2 s: a re-test starts only with 1.25 × that (+ the margin, at most the run's budget)
+    # to spare before the next run at 2 s, so after the change at 1 s the later re-tests cannot run.
+    d = make_daemon(retest_yaml(1.0, 4, 0.2), measure=slow_turning_bad)
     regular, retests = await run_turning_bad(d, 2.5)
     assert regular == pytest.approx([0, 1, 2], abs=0.1) and d.state.health.skipped == 0
     h = d.state.health.retests
     assert h["run"] >= 1 and h["dropped"] >= 1 and h["run"] + h["dropped"] == 4 == len(retests) + h["dropped"]
-    assert all(1.0 < t <= regular[2] - 0.45 for t in retests)  # each started with its whole budget to spare
+    needs = min(0.3, daemon_mod.RETEST_FACTOR * 0.2 + daemon_mod.RETEST_MARGIN)  # the budget (0.3 s) caps it
+    assert all(1.0 < t <= regular[2] - needs + 0.05 for t in retests), (regular, retests)  # time to spare
+
+
+@pytest.mark.usefixtures("retest_world")
+async def test_a_burst_fits_a_short_interval() -> None:
+    """4 re-tests 15 s apart cannot fit a 1 s interval: they are spaced to fit it, not dropped (at a
+    20 s interval the daemon logged 're-testing, retests: 4' and ran none)."""
+    text = targets_yaml([], interval=1.0) + (  # the default re-tests (4, 15 s apart): 60 s
+        "  - {name: t, service: svc, category: messaging, addresses: [127.0.0.1], checks: [tcp, throughput]}\n")
+    d = make_daemon(text, measure=turning_bad)
+    regular, retests = await run_turning_bad(d, 2.5)
+    assert regular == pytest.approx([0, 1, 2], abs=0.1)
+    assert len(retests) == 4 and all(1.0 < t < 2.0 for t in retests)
+    assert d.state.health.retests == {"run": 4, "dropped": 0}
+
+
+@contextlib.contextmanager
+def daemon_log() -> Iterator[list[dict[str, Any]]]:
+    """The daemon's JSON log lines while the block runs, parsed."""
+    stream, lines = io.StringIO(), []
+    daemon_mod.setup_logging(logging.INFO, stream)
+    try:
+        yield lines
+    finally:
+        daemon_mod.setup_logging(logging.WARNING, sys.stderr)
+        lines += [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_an_event_is_logged_once_when_it_opens_and_once_when_it_ends() -> None:
+    """'event started' was logged again at every run while the event was open."""
+    d = make_daemon(targets_yaml(["tg"], interval=10), detect=daemon_mod.default_detector())
+    meta, t0 = ProbeMeta(probe_id="p1"), 1_790_000_000.0
+    with daemon_log() as lines:
+        for i, blocking in enumerate([False] * 20 + ["tcp_ip"] * 12 + [False] * 30):
+            v = Verdict("tg", "svc", "messaging", blocking is False, blocking, "r", "x", t0 + i * 300.0)
+            d._detect([verdict_record(v, meta)])
+    said = [x for x in lines if x["msg"].startswith("event")]
+    assert [x["msg"] for x in said] == ["event started", "event ended"]
+    assert said[0]["event"] == said[1]["event"] and said[1]["end"] is not None
+
+
+@pytest.mark.usefixtures("retest_world")
+async def test_retesting_is_logged_only_when_a_retest_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'verdict changed, re-testing, retests: 4' was logged when no re-test fitted before the next run."""
+    monkeypatch.setattr(daemon_mod, "run_budget", lambda target, settings: 0.9)
+
+    async def slower(target: Target, ctx: Context, controls: Controls) -> TargetOutcome:
+        outcome = await turning_bad(target, ctx, controls)
+        await asyncio.sleep(0.45)  # a re-test needs 0.9 s before the next run: none fits after 1.45 s
+        return outcome
+
+    d = make_daemon(retest_yaml(1.0, 4, 0.1), measure=slower)
+    with daemon_log() as lines:
+        _, retests = await run_turning_bad(d, 1.8)
+    assert retests == [] and d.state.health.retests == {"run": 0, "dropped": 4}
+    assert not [x for x in lines if "re-testing" in x["msg"]]
+    d = make_daemon(retest_yaml(1.0, 4, 0.1), measure=turning_bad)
+    RUNS.clear()
+    with daemon_log() as lines:
+        _, retests = await run_turning_bad(d, 1.5)
+    said = [x for x in lines if "re-testing" in x["msg"]]
+    assert len(retests) == 4 and len(said) == 1 and said[0]["msg"] == "verdict changed, re-testing"
 
 
 def test_json_logs_are_one_line_and_scrub_addresses() -> None:

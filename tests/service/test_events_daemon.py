@@ -38,3 +38,29 @@ def test_outages_and_noise_open_nothing() -> None:
     timeline = [False] * 20 + [None] * 10 + [False] * 10 + ["dns"] + [False] * 30
     touched = [e for i, b in enumerate(timeline) for e in detector.feed(_run(i, b))]
     assert touched == []
+
+
+def test_unsettled_while_an_onset_or_a_lift_builds_up_and_settled_otherwise() -> None:
+    """The daemon re-tests while the detector is unsettled (probe.analysis.retest): after the first
+    good runs of a steady event, until it ends; never during a steady state or for noise."""
+    detector = RecordDetector()
+    states: list[bool] = []
+    timeline = [False] * 30 + ["tcp_ip"] + [False] * 3 + ["tcp_ip"] * 12 + [False] * 20 + ["tcp_ip"] * 3 + [False]
+    for i, blocking in enumerate(timeline):
+        detector.feed(_run(i, blocking))
+        states.append(detector.unsettled("tg"))
+    assert not any(states[:46])  # quiet, a random failure (its change burst decides it), a steady blocking
+    assert states[45] is False  # blocked throughout an open event: nothing to decide
+    assert states[46] is True  # the first good run of a steady event: a lift may be under way
+    assert states[65] is False  # the event ended: settled
+    # a short blocking (3 runs: a phase of an intermittent one) is not steady: its pause asks for nothing
+    assert states[-1] is False
+    assert detector.unsettled("other") is False
+
+
+def test_a_throttling_series_never_asks_for_retests() -> None:
+    """A re-test runs no throughput check: it could not settle a throttling series."""
+    detector = RecordDetector()
+    for i, blocking in enumerate([False] * 10 + ["throttling"]):
+        detector.feed(_run(i, blocking))
+    assert detector.unsettled("tg") is False

@@ -68,7 +68,8 @@ RUNS: dict[str, int] = {}
 
 
 async def hybrid_measure(target: Target, ctx: Context, controls: Controls) -> TargetOutcome:
-    """The real pipeline, plus options: ``throughput``, ``circumvention``, ``throttled``, ``hang_after``."""
+    """The real pipeline, plus options: ``throughput``, ``circumvention``, ``throttled``, ``outage``
+    (an inconclusive verdict, as when the probe's controls fail too), ``hang_after``."""
     opts = target.options
     RUNS[target.name] = RUNS.get(target.name, 0) + 1
     if "hang_after" in opts and RUNS[target.name] > int(opts["hang_after"]):
@@ -93,6 +94,8 @@ async def hybrid_measure(target: Target, ctx: Context, controls: Controls) -> Ta
     verdict = outcome.verdict
     if opts.get("throttled"):
         verdict = replace(verdict, accessible=True, blocking="throttling", rule="throttling")
+    if opts.get("outage"):
+        verdict = replace(verdict, accessible=None, blocking=None)
     return TargetOutcome(target, outcome.results + tuple(extra), verdict)
 
 
@@ -158,6 +161,8 @@ def blocking(ports: dict[str, int]) -> str:
      checks: [tcp]}}
   - {{name: stuck, service: chat, category: messaging, addresses: [127.0.0.1], ports: [{p}], checks: [tcp],
      options: {{hang_after: 1}}}}
+  - {{name: down, service: video, category: messaging, addresses: [127.0.0.1], ports: [{p}], checks: [tcp],
+     options: {{outage: true}}}}
 """
 
 
@@ -194,11 +199,21 @@ def on_demand_job(probe_port: int, targets: list[str]) -> dict[str, Any]:
     return job
 
 
+def fast_rules(tmp: Path, name: str) -> Path:
+    """A copy of deploy/rules/NAME evaluated every second (the fleet recording rules say 30 s)."""
+    data = yaml.safe_load((DEPLOY / "rules" / name).read_text())
+    for group in data["groups"]:
+        group["interval"] = "1s"
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def start_prometheus(tmp: Path, probe_port: int, on_demand: list[str]) -> tuple[subprocess.Popen[bytes], Prom]:
     port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "rule_files": [str(DEPLOY / "rules" / "probe.rules.yml")],
+        "rule_files": [str(DEPLOY / "rules" / "probe.rules.yml"), str(fast_rules(tmp, "fleet.rules.yml"))],
         "scrape_configs": [{"job_name": "probe", "static_configs": [
             {"targets": [f"127.0.0.1:{probe_port}"], "labels": {"instance": "probe-test"}}]},
             on_demand_job(probe_port, on_demand)],
@@ -215,14 +230,17 @@ def start_prometheus(tmp: Path, probe_port: int, on_demand: list[str]) -> tuple[
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, expr) of every panel query, the variables set to "All" (a single service, web, where
+    the dashboard needs one: ``service="$service"``)."""
     out = []
     for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
         data = json.loads(path.read_text())
         for panel in data["panels"]:
-            for target in panel["targets"]:
-                expr = (target["expr"].replace("$__rate_interval", "15s").replace("$instance", ".*")
-                        .replace("$service", "web"))
-                out.append((f"{path.name}: {panel['title']}", expr))
+            for target in panel.get("targets", []):
+                expr = target["expr"].replace("$__rate_interval", "15s").replace('=~"$service"', '=~".*"')
+                for var in ("$instance", "$cc", "$asn"):
+                    expr = expr.replace(var, ".*")
+                out.append((f"{path.name}: {panel['title']}", expr.replace("$service", "web")))
     return out
 
 
@@ -266,6 +284,9 @@ def test_prometheus_scrapes_the_daemon_dashboards_and_alerts(tmp_path: Path, ca_
             wait_for(lambda: prom.query(exprs["ProbeBlockingStarted"]), 30, "blocking in prometheus")
             wait_for(lambda: prom.query(exprs["ProbeStale"]), 30, "stale target")
             wait_for(lambda: prom.query(exprs["ProbeThrottlingDetected"]), 30, "throttling")
+            wait_for(lambda: prom.query("probe_event_active"), 30, "a detected event (the fleet time line)")
+            wait_for(lambda: prom.query("probe_service:blocked:max == 1") and prom.query(
+                "probe_service:inconclusive:max == 1"), 30, "the fleet recording rules")
             time.sleep(2)
             missing = [title for title, expr in dashboard_queries() if not prom.query_range(expr)]
             assert missing == [], f"panels without data: {missing}"
@@ -291,7 +312,7 @@ def test_prometheus_scrapes_the_daemon_dashboards_and_alerts(tmp_path: Path, ca_
             targets.write_text("targets:\n  - {name: x}\n")
             daemon.send_signal(signal.SIGHUP)
             wait_for(lambda: prom.query(exprs["ProbeConfigReloadFailed"]), 20, "reload failure")
-            assert prom.query('probe_targets')[0]["value"][1] == "5"  # still the blocking configuration
+            assert prom.query('probe_targets')[0]["value"][1] == "6"  # still the blocking configuration
             # -- shutdown: exit 0, then the probe is down ---------------------------------
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=20) == 0
