@@ -25,6 +25,7 @@ is in ``test_keys.checks``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -61,6 +62,12 @@ _VERDICT_KEYS = ("accessible", "blocking", "rule", "reason", "evidence", "thrott
                  RETEST_OF, RETEST)
 
 
+#: ``parse_time`` remembered: every record's time is read by group_runs and again by measurement
+#: (a run's records are grouped a few hundred records before they are converted).
+_time = functools.lru_cache(maxsize=1 << 14)(parse_time)
+
+
+@functools.lru_cache(maxsize=1 << 10)  # a run's start is shared by all its targets' measurements
 def ooni_time(epoch: float) -> str:
     """OONI's time format, UTC, whole seconds: ``2026-04-16 06:10:00``."""
     return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime(OONI_TIME)
@@ -94,6 +101,7 @@ def run_start(run_id: str, fallback: float) -> float:
     return min(started, fallback)
 
 
+@functools.lru_cache(maxsize=1 << 10)  # the same for every target of a run
 def report_id(run_id: str, started: float, probe_cc: str, probe_asn: str) -> str:
     """OONI's report id shape: ``20260416T061000Z_urlgetter_IT_30722_n0_<16 chars>`` (``n0``: no collector)."""
     stamp = dt.datetime.fromtimestamp(started, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -294,9 +302,9 @@ def measurement(records: Sequence[Mapping[str, Any]]) -> Measurement:
         raise ValueError(f"a target run has one verdict record, not {len(verdicts)}")
     v = verdicts[0]
     vk: Mapping[str, Any] = v.get("test_keys") or {}
-    start = parse_time(str(v["measurement_start_time"]))
-    timed = sorted(((parse_time(str(r["measurement_start_time"])), k, r) for k, r in enumerate(records)
-                    if r.get("record_type") == "check"), key=lambda item: (item[0], item[1]))
+    start = _time(str(v["measurement_start_time"]))
+    timed = sorted(((_time(str(r["measurement_start_time"])), k, r) for k, r in enumerate(records)
+                    if r.get("record_type") == "check"))  # by time, then position (k is unique)
     checks = [_check(r, begun, n, start) for n, (begun, _, r) in enumerate(timed, 1)]
     built = _Builder()
     for c in checks:
@@ -354,7 +362,7 @@ def group_runs(records: Iterable[Mapping[str, Any]], horizon: float = RUN_HORIZO
     """
     open_runs: dict[tuple[Any, ...], tuple[float, list[Mapping[str, Any]], bool]] = {}
     for record in records:
-        now = parse_time(str(record["measurement_start_time"]))
+        now = _time(str(record["measurement_start_time"]))
         key = _run_key(record)
         is_verdict = record.get("record_type") == "verdict"
         current = open_runs.get(key)
