@@ -4,8 +4,9 @@ What ``probe daemon`` serves (:func:`probe.service.metrics.render` with the daem
 build info, health, process metrics) after one run of every target of probe/data/targets.yaml,
 each check answering with the phases it really times. ``failures`` failure reasons per check and
 target (counters keep every reason ever seen) and ``events`` ongoing events make the heavier
-realistic case; ``extras`` adds one throughput and one circumvention target so that every family
-the daemon can export appears (docs/metrics.md is checked against it).
+realistic case; ``extras`` adds one throughput and one circumvention target, and turns the upload
+to a collector on, so that every family the daemon can export appears (docs/metrics.md is checked
+against it).
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def daemon_state(*, failures_per_check: int = 0, events: int = 0, extras: bool =
                            start_time=NOW - 3600, start_low=NOW - 3900, start_high=NOW - 3600, end_time=None,
                            end_low=None, end_high=None, confidence=1.0)
                      for i, (name, service, _) in enumerate(targets[:events]))
+    if extras:
+        def upload_on(h: Any) -> None:
+            h.upload_enabled = True
+
+        state.update_health(upload_on)
     return state
 
 
