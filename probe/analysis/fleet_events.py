@@ -97,10 +97,12 @@ class FleetParams:
     h_on: float = 12.5
     h_off: float = 8.0
     noise_prior: float = 0.03
-    prior_weight: float = 50.0
+    prior_weight: float = 10.0
     noise_min: float = 0.01
     noise_max: float = 0.4
     memory: float = 500.0
+    settle_bins: int = 4
+    warmup_bins: int = 12
     world_min_countries: int = 3
     world_share: float = 0.3
     lookback: int = 4096
@@ -131,8 +133,8 @@ class FleetEvent:
     end_time: float | None
     end_low: float | None
     end_high: float | None
-    probes: int  # probes that see the blocking
-    reporting: int  # probes that reported in the last two bins
+    probes: int  # probes that see the blocking (now; at its widest once ended)
+    reporting: int  # probes that reported in the last two bins (then)
     share: float  # probes / reporting
     detected_at: float  # end of the bin that fired it
     updated_at: float
@@ -168,17 +170,22 @@ class _Open:
     end_s: float = 0.0
     probes: int = 0
     reporting: int = 0
+    peak: tuple[float, int, int] = (0.0, 0, 0)  # (share, probes, reporting) at its widest
 
 
 @dataclass
 class _Series:
     cc: str
+    first_bin: int
     s: float = 0.0
     points: deque[tuple[float, str, bool]] = field(default_factory=deque)
     open: _Open | None = None
     floor: float = -math.inf
     last_bin: int = -1
     recent: dict[str, int] = field(default_factory=dict)  # probe -> last bin it reported
+    noise: _Probe = field(default_factory=lambda: _Probe(0.3, 10.0))  # the network's pooled noise
+    # what the probes saw, learnt as noise ``settle_bins`` later unless an event fired meanwhile
+    pending: deque[tuple[int, list[tuple[_Probe, bool]]]] = field(default_factory=deque)
 
 
 def _network_keys(obs: Observation) -> tuple[tuple[str, str], tuple[str, str]]:
@@ -195,6 +202,7 @@ class FleetDetector:
         self._series: dict[SeriesKey, _Series] = {}
         self._probes: dict[tuple[str, str, str], _Probe] = {}
         self._types: dict[tuple[str, str, str], set[str]] = {}  # (scope, network, service) -> types seen
+        self._since: dict[tuple[str, str, str], int] = {}  # (scope, network, service) -> first bin seen
         self._ended: deque[FleetEvent] = deque(maxlen=params.keep_ended)
         self._changed: dict[str, FleetEvent] = {}
         self._keep = 1.0 - 1.0 / params.memory
@@ -245,6 +253,7 @@ class FleetDetector:
         for obs in targets:
             for scope, network in _network_keys(obs):
                 grouped.setdefault((scope, network, obs.service), []).append(obs)
+                self._since.setdefault((scope, network, obs.service), b)
                 if obs.blocking is not False:
                     self._types.setdefault((scope, network, obs.service), set()).add(str(event_type(obs.blocking)))
         end = (b + 1) * self.p.interval
@@ -295,12 +304,14 @@ class FleetDetector:
     def _step(self, key: SeriesKey, cc: str, group: list[Observation], b: int, end: float) -> None:
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(cc=cc, points=deque(maxlen=self.p.lookback))
+            series = self._series[key] = _Series(cc=cc, first_bin=self._since.get(key[:3], b),
+                                                 points=deque(maxlen=self.p.lookback))
         kind = key[3]
         llr = 0.0
         blocked: set[str] = set()
         reporting: set[str] = set()
         p1 = self.p.block_rate
+        pooled = self._noise(series.noise)
         for obs in group:
             status = status_for(kind, obs.blocking)
             if status == "inconclusive":
@@ -312,7 +323,7 @@ class FleetDetector:
             reporting.add(obs.probe_id)
             if bad:
                 blocked.add(obs.probe_id)
-            p0 = self._noise(probe)
+            p0 = max(self._noise(probe), pooled)
             if series.open is None:
                 q = self.p.design_share * p1 + (1 - self.p.design_share) * p0
                 llr += math.log(q / p0) if bad else math.log((1 - q) / (1 - p0))
@@ -326,14 +337,19 @@ class FleetDetector:
             status = status_for(kind, obs.blocking)
             if status != "inconclusive":
                 per_probe[obs.probe_id] = status == "blocked"
+        seen: list[tuple[_Probe, bool]] = []
         for pid, bad in per_probe.items():
             probe = self._probe(pid, key[2], kind)
             probe.last_bad, probe.last_bin = bad, b
-            if series.open is None and llr <= 0:  # a quiet bin: its failures are noise
-                self._learn(probe, bad)
+            seen += [(probe, bad), (series.noise, bad)]
         series.last_bin = b
         if series.open is None:
-            series.s = max(0.0, series.s + llr)
+            series.pending.append((b, seen))
+            while series.pending and series.pending[0][0] <= b - self.p.settle_bins:
+                for counts, bad in series.pending.popleft()[1]:  # no event came of it: noise
+                    self._learn(counts, bad)
+            warm = b - series.first_bin >= self.p.warmup_bins  # before that, only learn the noise
+            series.s = max(0.0, series.s + llr) if warm else 0.0
             share = len(blocked) / len(reporting) if reporting else 0.0
             if series.s >= self.p.h_on and len(blocked) >= self.p.min_probes and share >= self.p.min_share:
                 self._fire(key, series, blocked, end)
@@ -356,9 +372,10 @@ class FleetDetector:
         probe.bad_w = probe.bad_w * self._keep + (1.0 if bad else 0.0)
         probe.all_w = probe.all_w * self._keep + 1.0
 
-    def _place(self, series: _Series, affected: set[str], onset: bool) -> tuple[float, float]:
-        """(low, high): the maximum-likelihood change among the affected probes' points (sharp model)."""
-        pts = [(t, bad) for t, pid, bad in series.points if pid in affected and t > series.floor]
+    def _place(self, series: _Series, affected: set[str], onset: bool, floor: float) -> tuple[float, float]:
+        """(low, high): the maximum-likelihood change among the affected probes' points after ``floor``
+        (sharp model)."""
+        pts = [(t, bad) for t, pid, bad in series.points if pid in affected and t > floor]
         if not pts:
             return (0.0, 0.0)
         p0, p1 = 0.05, self.p.block_rate
@@ -377,9 +394,10 @@ class FleetDetector:
         # the affected probes: those blocked now, and those whose last status is blocked
         affected = set(blocked) | {pid for pid, b in series.recent.items()
                                    if b >= series.last_bin - 1 and self._probes[(pid, key[2], key[3])].last_bad}
-        low, high = self._place(series, affected, onset=True)
+        low, high = self._place(series, affected, onset=True, floor=series.floor)
         series.open = _Open(start=((low + high) / 2.0, low, high), affected=affected, detected_at=end)
         series.s = 0.0
+        series.pending.clear()
         self._refresh(key, series, series.last_bin, end)
 
     def _refresh(self, key: SeriesKey, series: _Series, b: int, end: float) -> None:
@@ -392,13 +410,14 @@ class FleetDetector:
         probes = sum(1 for pid in recent if pid in o.affected and self._probes[(pid, key[2], key[3])].last_bad)
         if (probes, len(recent)) != (o.probes, o.reporting):
             o.probes, o.reporting = probes, len(recent)
+            o.peak = max(o.peak, (probes / len(recent) if recent else 0.0, probes, len(recent)))
             event = self._event(key, series, o, None, end)
             self._changed[event.id] = event
 
     def _close(self, key: SeriesKey, series: _Series, end: float) -> None:
         o = series.open
         assert o is not None
-        low, high = self._place(series, o.affected, onset=False)
+        low, high = self._place(series, o.affected, onset=False, floor=o.start[2] - 1e-6)
         low = max(low, o.start[2])
         high = max(high, low)
         event = self._event(key, series, o, ((low + high) / 2.0, low, high), end)
@@ -410,12 +429,13 @@ class FleetDetector:
                now: float | None = None) -> FleetEvent:
         scope, network, service, kind = key
         text = "|".join((scope, network, service, kind, f"{o.start[2]:.3f}"))
+        _, probes, reporting = o.peak if end else (0.0, o.probes, o.reporting)
         return FleetEvent(
             id=hashlib.sha256(text.encode()).hexdigest()[:32], scope="asn" if scope == "asn" else "cc",
             network=network, cc=series.cc, asn=network if scope == "asn" else "", service=service, type=kind,
             start_time=o.start[0], start_low=o.start[1], start_high=o.start[2],
             end_time=end[0] if end else None, end_low=end[1] if end else None, end_high=end[2] if end else None,
-            probes=o.probes, reporting=o.reporting, share=round(o.probes / o.reporting, 4) if o.reporting else 0.0,
+            probes=probes, reporting=reporting, share=round(probes / reporting, 4) if reporting else 0.0,
             detected_at=o.detected_at, updated_at=now if now is not None else o.detected_at,
         )
 
@@ -424,6 +444,8 @@ class FleetDetector:
             return
         for key in [k for k, s in self._series.items() if s.open is None and b - s.last_bin > self.p.idle_bins]:
             del self._series[key]
+            self._types.pop(key[:3], None)
+            self._since.pop(key[:3], None)
         for series in self._series.values():
             for pid in [pid for pid, last in series.recent.items() if b - last > self.p.idle_bins]:
                 del series.recent[pid]
