@@ -305,7 +305,8 @@ def report(fleet: Fleet, result: Run, params: FleetParams) -> dict[str, Any]:
                   f"{q(anc.start, .5)} / {q(anc.start, .95)}", "p95 <= 1"),
              _row("end error p50 / p95 (intervals)", f"{q(ours.end, .5)} / {q(ours.end, .95)}",
                   f"{q(anc.end, .5)} / {q(anc.end, .95)}", "p95 <= 1"),
-             _row(f"delay to detection p50 / p95 (+{params.lateness} bins wait)", f"{q(ours.delay, .5)} / {q(ours.delay, .95)}",
+             _row(f"delay to detection p50 / p95 (+{params.lateness} bins wait)",
+                  f"{q(ours.delay, .5)} / {q(ours.delay, .95)}",
                   f"{q(anc.delay, .5)} / {q(anc.delay, .95)}"),
              _row("missed events (of scripted)", f"{len(ours.missed)} / {len(fleet.episodes)}",
                   f"{len(anc.missed)} / {len(fleet.episodes)}", "0")]
