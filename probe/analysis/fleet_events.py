@@ -106,6 +106,7 @@ class FleetParams:
     world_min_countries: int = 3
     world_share: float = 0.3
     lookback: int = 4096
+    history: int = 4
     keep_ended: int = 10_000
     idle_bins: int = 7 * 288
 
@@ -203,10 +204,14 @@ class FleetDetector:
         self._probes: dict[tuple[str, str, str], _Probe] = {}
         self._types: dict[tuple[str, str, str], set[str]] = {}  # (scope, network, service) -> types seen
         self._since: dict[tuple[str, str, str], int] = {}  # (scope, network, service) -> first bin seen
+        # each probe's last few verdicts per (scope, network, service): a blocking type seen for the
+        # first time starts its series from them, so that its first event is bounded by the last ok
+        self._history: dict[tuple[str, str, str], dict[str, deque[tuple[float, object]]]] = {}
         self._ended: deque[FleetEvent] = deque(maxlen=params.keep_ended)
         self._changed: dict[str, FleetEvent] = {}
         self._keep = 1.0 - 1.0 / params.memory
         self.late = 0  # observations dropped: their bin was closed already
+        self.newest = -math.inf  # the latest measurement time fed: the data's own clock
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -217,6 +222,7 @@ class FleetDetector:
                 self.late += 1
                 continue
             self._bins.setdefault(b, []).append(obs)
+            self.newest = max(self.newest, obs.time)
 
     def advance(self, now: float) -> list[FleetEvent]:
         """Close every bin that ended ``lateness`` bins before ``now``; the events that changed."""
@@ -254,6 +260,8 @@ class FleetDetector:
             for scope, network in _network_keys(obs):
                 grouped.setdefault((scope, network, obs.service), []).append(obs)
                 self._since.setdefault((scope, network, obs.service), b)
+                self._history.setdefault((scope, network, obs.service), {}).setdefault(
+                    obs.probe_id, deque(maxlen=self.p.history)).append((obs.time, obs.blocking))
                 if obs.blocking is not False:
                     self._types.setdefault((scope, network, obs.service), set()).add(str(event_type(obs.blocking)))
         end = (b + 1) * self.p.interval
@@ -306,6 +314,12 @@ class FleetDetector:
         if series is None:
             series = self._series[key] = _Series(cc=cc, first_bin=self._since.get(key[:3], b),
                                                  points=deque(maxlen=self.p.lookback))
+            before = [(t, pid, blocking) for pid, past in self._history.get(key[:3], {}).items()
+                      for t, blocking in past if t < b * self.p.interval]
+            for t, pid, blocking in sorted(before, key=lambda x: x[0]):
+                status = status_for(key[3], blocking)
+                if status != "inconclusive":
+                    series.points.append((t, pid, status == "blocked"))
         kind = key[3]
         llr = 0.0
         blocked: set[str] = set()
@@ -446,6 +460,7 @@ class FleetDetector:
             del self._series[key]
             self._types.pop(key[:3], None)
             self._since.pop(key[:3], None)
+            self._history.pop(key[:3], None)
         for series in self._series.values():
             for pid in [pid for pid, last in series.recent.items() if b - last > self.p.idle_bins]:
                 del series.recent[pid]

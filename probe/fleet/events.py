@@ -10,6 +10,9 @@ The detection is :mod:`probe.analysis.fleet_events` (pure). Here is the I/O arou
   open events are back; events have deterministic ids, so replaying updates the same rows.
 * New measurements are read by arrival (``received_at``, indexed), up to ``settle`` seconds
   before the database's clock, so that a batch still committing is read at the next run.
+  Bins close on the data's own clock (the newest measurement read, minus the detector's
+  ``lateness``): a backlog after an outage is processed in order; a single probe uploading
+  later than that has its late measurements dropped (counted in the detector's ``late``).
 * Events are upserted into ``fleet_events`` (migration 0002) and listed by
   ``probe collector events``, ``GET /api/v1/events`` and the collector's ``/metrics``.
 """
@@ -159,7 +162,9 @@ class EventJob:
             self._cursor = (rows[-1][1], rows[-1][2])
             if len(rows) < self.settings.batch:
                 break
-        changed = detector.advance(until.timestamp())
+        # Bins close on the data's clock, not the wall's: after an outage of the collector (or of
+        # every probe's uploads) the backlog is detected in order instead of dropped as late.
+        changed = detector.advance(min(until.timestamp(), detector.newest)) if read else []
         upsert(conn, changed)
         return read, len(changed)
 
