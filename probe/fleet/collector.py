@@ -102,6 +102,9 @@ class Metrics:
                                        ["result"], registry=r)
         self.event_read = prom.Counter("probe_fleet_events_measurements_read",
                                        "Measurements read by the fleet events job (in this process)", registry=r)
+        self.event_late = prom.Gauge("probe_fleet_events_late_measurements",
+                                     "Measurements the job's detector dropped as too late (since it took the lock)",
+                                     registry=r)
         for result in ("detected", "standby", "error"):
             self.event_runs.labels(result)
         for result in BATCH_RESULTS:
@@ -340,6 +343,7 @@ class Collector:
                 read, _ = await asyncio.to_thread(job.run_once)
                 self.metrics.event_runs.labels("detected" if job.holder else "standby").inc()
                 self.metrics.event_read.inc(read)
+                self.metrics.event_late.set(job.late)
                 await self.refresh_event_metrics()
             except (psycopg.Error, HTTPError) as exc:
                 self.metrics.event_runs.labels("error").inc()

@@ -119,6 +119,11 @@ class EventJob:
         self._cursor: tuple[dt.datetime, uuid.UUID] = (dt.datetime.min.replace(tzinfo=dt.UTC), uuid.UUID(int=0))
         self.holder = False
 
+    @property
+    def late(self) -> int:
+        """Measurements dropped as too late by this holder's detector."""
+        return self._detector.late if self._detector is not None else 0
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
