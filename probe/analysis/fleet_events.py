@@ -144,9 +144,6 @@ class FleetEvent:
     def ongoing(self) -> bool:
         return self.end_time is None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
 
 # -- internals ---------------------------------------------------------------------------------
 
