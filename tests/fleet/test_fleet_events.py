@@ -101,6 +101,12 @@ def test_the_collector_finds_the_ban_and_not_the_offline_probe(
     assert [e["network"] for e in _events(db, capsys, "--asn", "AS1", "--service", "messenger")] == ["AS1"]
     assert [e["network"] for e in _events(db, capsys, "--cc", "AA", "--ongoing")] != []
 
+    capsys.readouterr()
+    assert main(["collector", "events", "--db", db, "--asn", "AS1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 2 and table[1].split()[:4] == ["messenger", "AA", "AS1", "tcp_ip"]
+    assert "ongoing" in table[1] and "1.00 (4/4)" in table[1]
+
     api = httpx.get(f"{two.url}/api/v1/events", params={"asn": "AS1"}, timeout=10).json()["events"]
     assert [e["id"] for e in api] == [ban["id"]]
     assert httpx.get(f"{two.url}/api/v1/events", params={"limit": "x"}, timeout=10).status_code == 400
