@@ -112,6 +112,11 @@ def build(n_probes: int, days: float, seed: int) -> Fleet:
     for k in range(others):
         plan.append((countries[4 + k % (len(countries) - 4)], f"AS{asn}", max(3, int(left * weights[k] / total_w))))
         asn += 1
+    short = n_probes - sum(size for _, _, size in plan)
+    if short > 0:  # the rounding's remainder goes to the largest ASN outside the script
+        scripted = sum(len(sizes) for sizes in fixed.values())
+        k = max(range(scripted, len(plan)), key=lambda i: plan[i][2])
+        plan[k] = (plan[k][0], plan[k][1], plan[k][2] + short)
     probes: list[tuple[str, str, str, float, float, tuple[str, ...]]] = []
     asn_probes: dict[str, list[str]] = {}
     for cc, a, size in plan:
@@ -233,6 +238,7 @@ def run(fleet: Fleet, seed: int, params: FleetParams) -> Run:
 class Score:
     start: list[float]
     end: list[float]
+    end_mismatch: list[str]
     delay: list[float]
     missed: list[Episode]
     false: dict[str, int]
@@ -247,7 +253,7 @@ def score(fleet: Fleet, found: Sequence[tuple[str, str, str, float, float | None
           typed: bool, lateness: int) -> Score:
     """found: (asn, service, type, start, end, detected_at) at the ASN scope; the delay counts the
     ``lateness`` bins the collector waits for late uploads before it closes a bin."""
-    sc = Score([], [], [], [], {}, {})
+    sc = Score([], [], [], [], [], {}, {})
     used: set[int] = set()
     for ep in fleet.episodes:
         stop = ep.lift if ep.lift is not None else float("inf")
@@ -273,6 +279,10 @@ def score(fleet: Fleet, found: Sequence[tuple[str, str, str, float, float | None
             sc.end.append(abs(end - ep.lift) / INTERVAL)
         elif (ep.lift is None) != (end is None):
             sc.end.append(float("inf"))
+            sc.end_mismatch.append(f"{ep.case}:{ep.asn}({ep.network_probes} probes):"
+                                   + ("ended, truth ongoing" if end is not None else "ongoing, truth ended "
+                                      f"{(fleet.n_bins * INTERVAL + T0 - (ep.lift or 0)) / INTERVAL:.1f} "
+                                      "intervals before the run's end"))
     world = fleet.world[0]
     for j, (a, service, _, _, _, _) in enumerate(found):
         if j in used:
@@ -331,7 +341,7 @@ def report(fleet: Fleet, result: Run, params: FleetParams) -> dict[str, Any]:
         "ours": {"start_p50": _q(ours.start, .5), "start_p95": _q(ours.start, .95), "end_p50": _q(ours.end, .5),
                  "end_p95": _q(ours.end, .95), "delay_p50": _q(ours.delay, .5), "delay_p95": _q(ours.delay, .95),
                  "missed": len(ours.missed), "false": ours.false, "cpu_s": result.seconds_ours,
-                 "by_size": ours.detected_by_size, "missed_list": misses},
+                 "by_size": ours.detected_by_size, "missed_list": misses, "end_mismatch": ours.end_mismatch},
         "anchor": {"start_p50": _q(anc.start, .5), "start_p95": _q(anc.start, .95), "end_p50": _q(anc.end, .5),
                    "end_p95": _q(anc.end, .95), "delay_p50": _q(anc.delay, .5), "delay_p95": _q(anc.delay, .95),
                    "missed": len(anc.missed), "false": anc.false, "cpu_s": result.seconds_anchor,
@@ -360,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({result.late} late); {len(fleet.episodes)} scripted network events")
     print("errors and delays in measurement intervals; ASN scope; anchor = ooni/data CUSUM on each (service, ASN)")
     print("\n".join(figures["table"]))
+    if figures["ours"]["end_mismatch"]:
+        print("end error inf (ours): " + ", ".join(figures["ours"]["end_mismatch"]))
     if figures["ours"]["missed_list"]:
         print("missed by ours: " + ", ".join(figures["ours"]["missed_list"]))
     print(f"cpu: ours {result.seconds_ours:.1f} s ({1e6 * result.seconds_ours / result.observations:.1f} us per "
