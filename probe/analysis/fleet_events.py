@@ -158,6 +158,7 @@ class _Probe:
     all_w: float
     last_bad: bool = False
     last_bin: int = -1
+    streak: int = 0  # bins in a row it saw the type blocked
 
 
 @dataclass
@@ -352,6 +353,7 @@ class FleetDetector:
         for pid, bad in per_probe.items():
             probe = self._probe(pid, key[2], kind)
             probe.last_bad, probe.last_bin = bad, b
+            probe.streak = probe.streak + 1 if bad else 0
             seen += [(probe, bad), (series.noise, bad)]
         series.last_bin = b
         if series.open is None:
@@ -415,8 +417,8 @@ class FleetDetector:
         o = series.open
         assert o is not None
         recent = [pid for pid, last in series.recent.items() if last >= b - 1]
-        for pid in recent:
-            if self._probes[(pid, key[2], key[3])].last_bad:
+        for pid in recent:  # a probe joins once blocked two bins in a row: one noisy failure does not
+            if self._probes[(pid, key[2], key[3])].streak >= 2:
                 o.affected.add(pid)
         probes = sum(1 for pid in recent if pid in o.affected and self._probes[(pid, key[2], key[3])].last_bad)
         if (probes, len(recent)) != (o.probes, o.reporting):
