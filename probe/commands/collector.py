@@ -4,7 +4,8 @@
 - ``migrate``: apply the schema migrations and create the partitions ahead;
 - ``token create|list|revoke``: enrolment tokens (a token is printed once, only its hash kept);
 - ``prune``: retention, by dropping whole day partitions;
-- ``export``: measurements as JSONL or Parquet, streamed.
+- ``export``: measurements as JSONL or Parquet, streamed;
+- ``events``: the fleet events the collectors found (per service and ASN or country).
 
 ``--db`` defaults to ``$PROBE_COLLECTOR_DB`` so that the password stays out of ``ps``.
 """
@@ -45,6 +46,8 @@ def register(sub: Any) -> None:
     serve.add_argument("--pool", type=int, default=8, help="database connections per process (default 8)")
     serve.add_argument("--helper-concurrency", type=int, default=16, metavar="N",
                        help="test-helper requests at once under /helper/ (default 16; 0 turns the helper off)")
+    serve.add_argument("--events-every", type=float, default=60.0, metavar="S",
+                       help="run the fleet events job every S seconds (one collector at a time; 0: off; default 60)")
     serve.set_defaults(func=_serve)
 
     migrate = verbs.add_parser("migrate", help="apply schema migrations; create partitions ahead")
@@ -82,6 +85,16 @@ def register(sub: Any) -> None:
     export.add_argument("--service", help="only this service")
     export.set_defaults(func=_export)
 
+    events = verbs.add_parser("events", help="list fleet events (blocking per service and ASN or country)")
+    _db_argument(events)
+    events.add_argument("--cc", help="only this country (probe_cc)")
+    events.add_argument("--asn", help="only this ASN (AS1234); country-wide events have none")
+    events.add_argument("--service", help="only this service")
+    events.add_argument("--ongoing", action="store_true", help="only events that have not ended")
+    events.add_argument("--limit", type=int, default=1000, help="at most this many, newest first (default 1000)")
+    events.add_argument("--json", action="store_true", help="one JSON array")
+    events.set_defaults(func=_events)
+
 
 def _dsn(args: argparse.Namespace) -> str:
     if not args.db:
@@ -101,7 +114,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings(dsn=_dsn(args), max_body_bytes=args.max_body, max_age_days=args.max_age_days,
                         rate_per_s=args.rate, rate_burst=args.burst, retry_after_s=args.retry_after,
-                        pool_max=args.pool, helper_concurrency=max(0, args.helper_concurrency))
+                        pool_max=args.pool, helper_concurrency=max(0, args.helper_concurrency),
+                        events_every_s=args.events_every)
     serve(settings, host.strip("[]"), int(port), tls_cert=args.tls_cert, tls_key=args.tls_key)
     return 0
 
@@ -199,5 +213,26 @@ def _export(args: argparse.Namespace) -> int:
         else:
             count = export.write_jsonl(rows, sys.stdout)
         print(f"probe collector export: {count} measurements", file=sys.stderr)
+        return 0
+    return _with_db(args, work)
+
+
+def _events(args: argparse.Namespace) -> int:
+    import json
+
+    from probe.fleet import events
+
+    def work(conn: Any) -> int:
+        found = events.list_events(conn, cc=args.cc, asn=args.asn, service=args.service, ongoing=args.ongoing,
+                                   limit=args.limit)
+        if args.json:
+            print(json.dumps(found, indent=1))
+            return 0
+        print(f"{'service':<16} {'cc':<3} {'asn':<10} {'type':<14} {'start (bounds)':<44} {'end':<20} share")
+        for e in found:
+            bounds = f"{e['start_time'][:19]} ({e['start_low'][11:19]}-{e['start_high'][11:19]})"
+            end = "ongoing" if e["ongoing"] else e["end_time"][:19]
+            print(f"{e['service']:<16} {e['cc']:<3} {e['asn'] or '(all)':<10} {e['type']:<14} {bounds:<44} "
+                  f"{end:<20} {e['share']:.2f} ({e['probes']}/{e['reporting']})")
         return 0
     return _with_db(args, work)

@@ -8,6 +8,9 @@ Endpoints
 - ``POST /v1/measurements`` (``Authorization: Bearer <credential>``; body JSONL or a JSON array,
   ``Content-Encoding: gzip|zstd|identity``) -> ``{"accepted": n, "duplicates": d}``
 - ``GET /metrics`` (Prometheus), ``GET /healthz`` (process up), ``GET /readyz`` (database reachable)
+- ``GET /api/v1/events?cc=&asn=&service=&ongoing=1`` -> ``{"events": [...]}``: fleet events
+  (:mod:`probe.fleet.events`; counts and shares, no probe ids), found by a job that one collector
+  at a time runs every ``events_every_s`` seconds
 
 A batch is all or nothing: a measurement of another probe -> 403, an invalid one -> 400 naming the
 index and reason of every bad measurement, and in both cases nothing of the batch is stored.
@@ -43,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from probe.fleet import central, contract
+from probe.fleet import events as fleet_events
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +70,7 @@ class Settings:
     pool_timeout_s: float = 5.0
     helper_concurrency: int = 16            # test-helper requests at once (0: no helper); more get 503
     helper_timeout_s: float = 3.0           # per step of a helper check
+    events_every_s: float = 60.0            # the fleet events job (0: off)
 
 
 class Metrics:
@@ -85,6 +90,25 @@ class Metrics:
                                                               2.5, 5, 10))
         self.in_flight = prom.Gauge("probe_collector_in_flight_requests", "Requests being served", registry=r)
         self.enrolments = prom.Counter("probe_collector_enrolments", "Probes enrolled", registry=r)
+        event_labels = ["service", "cc", "asn", "type"]
+        self.event_active = prom.Gauge("probe_fleet_event_active", "1 per ongoing fleet event (asn=\"\": country-wide)",
+                                       event_labels, registry=r)
+        self.event_share = prom.Gauge("probe_fleet_event_share", "Share of the network's reporting probes that see it",
+                                      event_labels, registry=r)
+        self.event_probes = prom.Gauge("probe_fleet_event_probes", "Probes that see the fleet event", event_labels,
+                                       registry=r)
+        self.event_start = prom.Gauge("probe_fleet_event_start_timestamp_seconds",
+                                      "Estimated start of the fleet event (midpoint of its bounds)", event_labels,
+                                      registry=r)
+        self.event_runs = prom.Counter("probe_fleet_events_runs", "Runs of the fleet events job, by result",
+                                       ["result"], registry=r)
+        self.event_read = prom.Counter("probe_fleet_events_measurements_read",
+                                       "Measurements read by the fleet events job (in this process)", registry=r)
+        self.event_late = prom.Gauge("probe_fleet_events_late_measurements",
+                                     "Measurements the job's detector dropped as too late (since it took the lock)",
+                                     registry=r)
+        for result in ("detected", "standby", "error"):
+            self.event_runs.labels(result)
         for result in BATCH_RESULTS:
             self.batches.labels(result)
         for reason in contract.REASONS:
@@ -286,6 +310,48 @@ class Collector:
         self.metrics.enrolments.inc()
         return {"probe_id": probe_id, "credential": credential}
 
+    async def events(self, request: Request) -> dict[str, Any]:
+        q = request.query_params
+        limit = q.get("limit", "1000")
+        if not limit.isdigit():
+            raise HTTPError(400, "bad_request", {"error": "limit must be a positive integer"})
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+            return await fleet_events.list_events_async(
+                conn, cc=q.get("cc"), asn=q.get("asn"), service=q.get("service"),
+                ongoing=q.get("ongoing", "") in ("1", "true"), limit=int(limit))
+
+        return {"events": await self._db("events", work)}
+
+    async def refresh_event_metrics(self) -> None:
+        """The ongoing fleet events as gauges (every collector exports the same; alerts take the max)."""
+        found = await self._db("events", lambda conn: fleet_events.list_events_async(conn, ongoing=True,
+                                                                                     limit=10_000))
+        m = self.metrics
+        for gauge in (m.event_active, m.event_share, m.event_probes, m.event_start):
+            gauge.clear()
+        for e in found:
+            labels = (e["service"], e["cc"], e["asn"], e["type"])
+            m.event_active.labels(*labels).set(1)
+            m.event_share.labels(*labels).set(e["share"])
+            m.event_probes.labels(*labels).set(e["probes"])
+            start = dt.datetime.strptime(e["start_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+            m.event_start.labels(*labels).set(start.timestamp())
+
+    async def run_events(self, job: fleet_events.EventJob) -> None:
+        """The periodic job: detect (if this collector holds the lock), then refresh the metrics."""
+        while True:
+            try:
+                read, _ = await asyncio.to_thread(job.run_once)
+                self.metrics.event_runs.labels("detected" if job.holder else "standby").inc()
+                self.metrics.event_read.inc(read)
+                self.metrics.event_late.set(job.late)
+                await self.refresh_event_metrics()
+            except (psycopg.Error, HTTPError) as exc:
+                self.metrics.event_runs.labels("error").inc()
+                log.warning("fleet events job: %s", type(exc).__name__)
+            await asyncio.sleep(self.settings.events_every_s)
+
     async def ready(self, request: Request) -> dict[str, Any]:
         await self._db("ping", lambda conn: conn.execute("SELECT 1"))
         return {"ready": True}
@@ -356,15 +422,23 @@ def make_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await collector.pool.open(wait=False)
+        job = fleet_events.EventJob(settings.dsn, fleet_events.JobSettings(every_s=settings.events_every_s))
+        task = asyncio.create_task(collector.run_events(job)) if settings.events_every_s > 0 else None
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(job.close)
             await collector.pool.close()
 
     app = Starlette(routes=[
         Route("/v1/measurements", _endpoint(collector, collector.measurements, True), methods=["POST"]),
         Route("/v1/enrol", _endpoint(collector, collector.enrol, False), methods=["POST"]),
         Route("/readyz", _endpoint(collector, collector.ready, False), methods=["GET"]),
+        Route("/api/v1/events", _endpoint(collector, collector.events, False), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *([Route("/helper/{name}", _helper_endpoint(settings), methods=["GET", "POST"])]
