@@ -224,7 +224,7 @@ def run(fleet: Fleet, seed: int, params: FleetParams) -> Run:
     for (a, service), (times, ys) in pooled.items():
         order = sorted(range(len(times)), key=times.__getitem__)
         points = tuple(Point(times[i], str(i), "ok" if ys[i] == 0 else "blocked") for i in order)
-        events, fired = _run_anchor(Series(a, service, service, "any", "any", points), CusumParams())
+        events, fired, _ = _run_anchor(Series(a, service, service, "any", "any", points), CusumParams())
         # the anchor run by a collector would know at the end of the bin, like ours
         anchor += [(a, service, e.start_time, e.end_time, (f // INTERVAL + 1) * INTERVAL)
                    for e, f in zip(events, fired, strict=True)]
