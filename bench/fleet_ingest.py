@@ -251,6 +251,8 @@ def main() -> int:
                         help="measured backlog drain: measurements per probe, pre-encoded, sent in --batch batches")
     parser.add_argument("--workers", type=int, default=2, help="simulator processes for --steady-rate/--drain")
     args = parser.parse_args()
+    if args.drain % args.batch:
+        parser.error("--drain must be a multiple of --batch")
     if pg_bin() is None:
         print("fleet_ingest: PostgreSQL binaries missing (apt-get install postgresql)", file=sys.stderr)
         return 2
