@@ -87,6 +87,22 @@ async def enrol_fleet(urls: list[str], token: str, probes: int, concurrency: int
         return await asyncio.gather(*(one(i) for i in range(probes)))
 
 
+async def post_batch(client: httpx.AsyncClient, url: str, credential: str, body: bytes, latencies: list[float],
+                     statuses: dict[int, int]) -> int | None:
+    """One batch: the measurements acknowledged, or None after waiting Retry-After on 429/503."""
+    start = time.perf_counter()
+    r = await client.post(f"{url}/v1/measurements", content=body, headers={
+        "Authorization": f"Bearer {credential}", "Content-Encoding": "zstd"})
+    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+    if r.status_code == 200:
+        latencies.append(time.perf_counter() - start)
+        return sum(r.json().values())
+    if r.status_code not in (429, 503):
+        raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+    return None
+
+
 async def upload_fleet(urls: list[str], fleet: list[tuple[str, str]], batches: dict[str, list[bytes]],
                        concurrency: int, deadline: float) -> tuple[list[float], dict[int, int], int]:
     """Every probe's batches, ``concurrency`` in flight; retries 429/503 after Retry-After."""
@@ -104,18 +120,11 @@ async def upload_fleet(urls: list[str], fleet: list[tuple[str, str]], batches: d
             nonlocal acknowledged
             while not queue.empty() and time.monotonic() < end:
                 i, credential, body = queue.get_nowait()
-                start = time.perf_counter()
-                r = await client.post(f"{urls[i % len(urls)]}/v1/measurements", content=body, headers={
-                    "Authorization": f"Bearer {credential}", "Content-Encoding": "zstd"})
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - start)
-                    acknowledged += sum(r.json().values())
-                elif r.status_code in (429, 503):
-                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                done = await post_batch(client, urls[i % len(urls)], credential, body, latencies, statuses)
+                if done is None:
                     queue.put_nowait((i, credential, body))
                 else:
-                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+                    acknowledged += done
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, statuses, acknowledged
 
@@ -151,17 +160,10 @@ def simulate(urls: list[str], fleet: list[tuple[str, str]], plan: list[tuple[int
                     if at >= 0:
                         late.append(time.monotonic() - start - at)
                     while time.monotonic() - start < deadline:
-                        t = time.perf_counter()
-                        r = await client.post(f"{urls[i % len(urls)]}/v1/measurements", content=body, headers={
-                            "Authorization": f"Bearer {fleet[i][1]}", "Content-Encoding": "zstd"})
-                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                        if r.status_code == 200:
-                            latencies.append(time.perf_counter() - t)
-                            acknowledged += sum(r.json().values())
+                        done = await post_batch(client, urls[i % len(urls)], fleet[i][1], body, latencies, statuses)
+                        if done is not None:
+                            acknowledged += done
                             return
-                        if r.status_code not in (429, 503):
-                            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
-                        await asyncio.sleep(float(r.headers.get("retry-after", "1")))
 
             tasks = []
             for n, (i, at) in enumerate(plan):
