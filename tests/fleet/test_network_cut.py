@@ -2,7 +2,8 @@
 measurement arrives once. The probe and the collector live in namespaces of their own, joined by a
 veth pair on 198.18.200.0/30; the collector reaches PostgreSQL by its Unix socket.
 
-The cut lasts 15 s here (kept short for the suite; the uploader's backoff is the same for minutes).
+The cut lasts 15 s here (kept short for the suite; the uploader's backoff is the same for minutes);
+``FLEET_CUT_S=120`` runs a two-minute cut (not in CI).
 Run under the lab lock: ``flock /tmp/probe-lab.lock pytest tests/fleet/test_network_cut.py``.
 """
 
@@ -24,6 +25,7 @@ from tests.fleet.sources import measurements
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 COL, PRB = "fleet-col", "fleet-prb"
+CUT_S = float(os.environ.get("FLEET_CUT_S", "15"))  # the length of the cut, s
 COL_IP, PRB_IP = "198.18.200.1", "198.18.200.2"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,17 +86,17 @@ def test_link_down_then_up_every_measurement_arrives_once(link: None, cluster: C
         uploaded = tmp_path / "m.jsonl.uploaded"
         out = (tmp_path / "upload.out").open("wb")
         uploader = in_ns(PRB, "upload", "--from", str(source), "--config", str(config), "--batch", "20",
-                         "--timeout", "3", "--deadline", "180", stdout=out, stderr=subprocess.STDOUT)
+                         "--timeout", "3", "--deadline", str(180 + CUT_S), stdout=out, stderr=subprocess.STDOUT)
 
         def acked() -> int:
             return len(uploaded.read_text().split()) if uploaded.exists() else 0
         wait_for(lambda: acked() >= 200, 60, "200 acknowledged")
         ip("-n", COL, "link", "set", "fleet-a", "down")
         at_cut = acked()
-        time.sleep(15)  # the outage itself (deliberate, not a wait for readiness)
+        time.sleep(CUT_S)  # the outage itself (deliberate, not a wait for readiness)
         during = acked()
         ip("-n", COL, "link", "set", "fleet-a", "up")
-        assert uploader.wait(180) == 0, (tmp_path / "upload.out").read_text()
+        assert uploader.wait(180 + CUT_S) == 0, (tmp_path / "upload.out").read_text()
     finally:
         for proc in (collector, uploader):
             if proc is not None and proc.poll() is None:
@@ -102,7 +104,7 @@ def test_link_down_then_up_every_measurement_arrives_once(link: None, cluster: C
                 proc.wait(10)
     with psycopg.connect(db) as conn:
         rows, distinct = conn.execute("SELECT count(*), count(DISTINCT measurement_uid) FROM measurements").fetchone()
-    print(f"\nlink down 15 s after {at_cut} acknowledged ({during - at_cut} more during the cut): "
+    print(f"\nlink down {CUT_S:.0f} s after {at_cut} acknowledged ({during - at_cut} more during the cut): "
           f"sent 3000, stored {rows}, twice {rows - distinct}, lost {3000 - distinct}")
     assert at_cut < 3000 and during - at_cut <= 20  # at most the batch in flight at the cut
     assert (rows, distinct) == (3000, 3000)
