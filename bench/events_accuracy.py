@@ -55,7 +55,7 @@ from probe.analysis.events import (  # noqa: E402
 )
 from probe.analysis.retest import Adaptive, outcome_of, simulate  # noqa: E402
 from probe.core.config import Settings  # noqa: E402
-from probe.core.records import Event, format_time, mark_retest  # noqa: E402
+from probe.core.records import Event, format_time, mark_early, mark_retest  # noqa: E402
 
 INTERVAL = 300.0
 DAY = int(86400 / INTERVAL)  # 288 measurements a day
@@ -168,7 +168,7 @@ def _series(name: str, statuses: Sequence[Status | None], times: Sequence[float]
         early = 0 if t in index else early + (k == 0)  # an early regular run is not on the grid
         last = index.get(t, last) if k == 0 else last
         tested.append(Point(t, f"{name}-{last}" + (f"e{early}" if early else "") + (f"r{k}" if k else ""),
-                            status, k == 0))
+                            status, k == 0 and not early))
     return Series("bench", name, "svc", "tcp", "tcp_ip", tuple(tested))
 
 
@@ -330,7 +330,10 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
         record: dict[str, object] = {"record_type": "verdict", "probe_id": "lab", "target": target, "service": name,
                                      "id": rid, "measurement_start_time": format_time(t),
                                      "test_keys": {"blocking": blocking}}
-        records += [record] if k == 0 else mark_retest([record], of, k)
+        if k:
+            records += mark_retest([record], of, k)
+        else:
+            records += [record] if slot == round(slot) else mark_early([record])
         of = rid if k == 0 else of
     return records
 

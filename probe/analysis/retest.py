@@ -174,10 +174,11 @@ def simulate(
 
     ``regular`` holds the regular runs' (time, observation) in time order; ``outcome`` reads an
     observation as a run's outcome. ``unsettled``, when given, is fed every observation (time,
-    observation, is a re-test) in order and answers whether the detector is unsettled after it (the daemon's
-    second trigger). After each change (or unsettled regular run), re-test k (1..count) observes
-    ``draw(t, t + k * spacing)``, t being the regular run's time. Returns (time, observation, k),
-    k = 0 for a regular run, in time order when ``count * spacing`` is less than the interval.
+    observation, is off the grid: a re-test or an early run) in order and answers whether the detector
+    is unsettled after it (the daemon's second trigger). After each change (or unsettled regular run),
+    re-test k (1..count) observes ``draw(t, t + k * spacing)``, t being the regular run's time.
+    Returns (time, observation, k), k = 0 for a regular run, in time order when ``count * spacing`` is
+    less than the interval.
     ``adaptive``, when given and ``count`` is 0, adds the early regular runs of :class:`Pacer` (runs taking
     no time; ``interval``: the grid's), observed as ``draw(t, when)`` with k = 0.
     """
@@ -192,7 +193,7 @@ def simulate(
                 seen = draw(t, at)
             out.append((at, seen, 0))
             changed = tracker.observe("", outcome(seen))
-            undecided = unsettled(at, seen, False) if unsettled is not None else False  # fed every point
+            undecided = unsettled(at, seen, at != t) if unsettled is not None else False  # fed every point
             if count and (changed or undecided):
                 for k in range(1, burst_size(count, changed) + 1):
                     again = draw(t, at + k * spacing)

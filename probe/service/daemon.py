@@ -23,7 +23,8 @@ Adaptive interval (``settings.adaptive_interval``, :class:`probe.analysis.retest
 target without re-tests (``retests: 0``; bursts do the same job when on), after a regular run, while the target's last
 outcome is a blocking or the event detector is unsettled, its next regular run comes early (at
 ``interval / 8``, bounded per change and by a per-target budget); an early run is a full regular
-run off the grid, does not move the grid, and the grid takes over when the early runs stop.
+run off the grid (its records marked ``test_keys.early``; the event detector does not count it as a
+grid run), does not move the grid, and the grid takes over when the early runs stop.
 
 Results. Every run's records go to the store as soon as the run ends; the run counts as
 done (metrics :mod:`probe.service.metrics`, the event detector, the ``measured`` log line)
@@ -74,7 +75,7 @@ from probe.core import config as config_mod
 from probe.core import failures
 from probe.core.config import Config, ConfigError, Target
 from probe.core.context import Context
-from probe.core.records import Event, Verdict, mark_retest
+from probe.core.records import Event, Verdict, mark_early, mark_retest
 from probe.service.metrics import MetricsState, registry_for, render
 from probe.service.writer import StoreLike, StoreWriter
 
@@ -252,7 +253,7 @@ class Daemon:
         self._reloads: set[asyncio.Future[bool]] = set()  # SIGHUP reloads reading the file in a thread
         self._retest_slots: asyncio.Semaphore | None = None
         self._events: dict[str, Event] = {}
-        self._queue: asyncio.Queue[tuple[float, _Job]] | None = None
+        self._queue: asyncio.Queue[tuple[float, _Job, bool]] | None = None  # (planned, job, early)
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
@@ -397,7 +398,7 @@ class Daemon:
         assert self._queue is not None
         assert self._idle is not None
         while not self._queue.empty():  # runs not started yet are dropped
-            _, job = self._queue.get_nowait()
+            _, job, _ = self._queue.get_nowait()
             self._running.discard(job.target.name)
         finished = True
         if self._in_flight:
@@ -438,7 +439,7 @@ class Daemon:
                     continue
                 self._cancel_retests(name)  # its regular run is due: re-tests never delay or overlap it
                 self._running.add(name)
-                self._queue.put_nowait((planned, job))
+                self._queue.put_nowait((planned, job, early))
             self._set_depth()
             self._wake.clear()
             delay = self._heap[0][0] - self.monotonic() if self._heap else 3600.0
@@ -498,16 +499,16 @@ class Daemon:
     async def _worker(self) -> None:
         assert self._queue is not None
         while True:
-            planned, job = await self._queue.get()
+            planned, job, early = await self._queue.get()
             self._set_depth()
             lag = max(0.0, self.monotonic() - planned)
             self.state.update_health(lambda h, lag=lag: h.lag.observe(lag))  # type: ignore[misc]
             try:
-                await self._run_one(job.target)
+                await self._run_one(job.target, early=early)
             finally:
                 self._running.discard(job.target.name)
 
-    async def _run_one(self, target: Target, retest: _Retest | None = None) -> None:
+    async def _run_one(self, target: Target, retest: _Retest | None = None, early: bool = False) -> None:
         assert self._idle is not None
         self._in_flight += 1
         self._idle.clear()
@@ -520,7 +521,7 @@ class Daemon:
                 outcome = await self.measure(target, self.ctx, controls)
             if (job := self._jobs.get(target.name)) is not None:
                 job.took = self.monotonic() - began
-            self._handle(outcome, retest)
+            self._handle(outcome, retest, early)
             result = None
         except TimeoutError:
             result = "timeout"
@@ -543,12 +544,14 @@ class Daemon:
 
             self.state.update_health(done)
 
-    def _handle(self, outcome: Outcome, retest: _Retest | None = None) -> None:
+    def _handle(self, outcome: Outcome, retest: _Retest | None = None, early: bool = False) -> None:
         """Hand a finished run to the store; it counts as done in :meth:`_done`, after the commit."""
         target = outcome.target
         records = outcome.records(self.ctx.meta)
         if retest is not None:
             records = mark_retest(records, retest.of, retest.k)
+        elif early:
+            records = mark_early(records)
         if target.control:
             was = self._network_ok()
             self._controls[target.name] = outcome.verdict.accessible
