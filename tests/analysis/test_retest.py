@@ -64,12 +64,16 @@ ONSET = [
     ((200.0, 300.0, False, True, False), None),  # a steady blocking costs nothing more
     ((300.0, 400.0, True, False, True), 312.5),  # bad -> good, the detector unsettled: a lift to confirm
     ((312.5, 400.0, False, False, True), 325.0),
-    ((325.0, 400.0, False, False, False), None),  # settled (the event ended): stop
+    ((325.0, 400.0, False, False, False), 337.5),  # settled (the event ended): Adaptive.confirm_ok (2) more
+    ((337.5, 400.0, False, False, False), 350.0),
+    ((350.0, 400.0, False, False, False), None),  # then stop
 ]
 EDGES = [
     ((0.0, 100.0, True, True, False), 12.5),
     ((12.5, 30.0, False, True, False), None),  # no room before the next slot: the grid run comes first
-    ((90.0, 200.0, True, False, False), None),  # back to ok, detector settled (a random failure): stop
+    ((90.0, 200.0, True, False, False), 102.5),  # back to ok, detector settled (a random failure): 2 more
+    ((102.5, 200.0, False, False, False), 115.0),
+    ((115.0, 200.0, False, False, False), None),
 ]
 
 
