@@ -20,11 +20,12 @@ whole budget fits before the target's next regular run, and that run cancels wha
 Re-tests never trigger re-tests. Their records are marked (``test_keys.retest_of``, ``retest``).
 
 Adaptive interval (``settings.adaptive_interval``, :class:`probe.analysis.retest.Pacer`). For a
-target without re-tests (``retests: 0``; bursts do the same job when on), after a regular run, while the target's last
-outcome is a blocking or the event detector is unsettled, its next regular run comes early (at
-``interval / 8``, bounded per change and by a per-target budget); an early run is a full regular
-run off the grid (its records marked ``test_keys.early``; the event detector does not count it as a
-grid run), does not move the grid, and the grid takes over when the early runs stop.
+target without re-tests (``retests: 0``; bursts do the same job when on), after a regular run,
+while the target's last outcome is a blocking or the event detector is unsettled (and twice after a
+change back to good), its next regular run comes early (at ``interval / 8``, bounded per change and
+by a per-target budget); an early run is a full regular run off the grid (its records marked
+``test_keys.early``; the event detector does not count it as a grid run), does not move the grid,
+and the grid takes over when the early runs stop.
 
 Results. Every run's records go to the store as soon as the run ends; the run counts as
 done (metrics :mod:`probe.service.metrics`, the event detector, the ``measured`` log line)
