@@ -16,9 +16,12 @@ then the three side by side against the goals. The regular measurements are the 
 configuration (re-tests draw from their own random stream), so the comparison is paired.
 
 Deterministic (fixed seeds). ``--days`` sets the target-days of pure noise (default 10,000);
-``--retests`` and ``--spacing`` the policy simulated (default: the daemon's defaults).
+``--retests`` and ``--spacing`` the policy simulated (default: the daemon's defaults); ``--no-adaptive``
+leaves out the adaptive interval's early regular runs (``probe.analysis.retest.Pacer``, the daemon's
+``adaptive_interval``), so ``--retests 0 --no-adaptive`` is a daemon with neither.
 
-    .venv/bin/python bench/events_accuracy.py [--days N] [--trials N] [--retests R] [--spacing S] [--json]
+    .venv/bin/python bench/events_accuracy.py [--days N] [--trials N] [--retests R] [--spacing S]
+        [--no-adaptive] [--json]
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ from probe.analysis.events import (  # noqa: E402
     ordered,
     series_from_records,
 )
-from probe.analysis.retest import outcome_of, simulate  # noqa: E402
+from probe.analysis.retest import Adaptive, outcome_of, simulate  # noqa: E402
 from probe.core.config import Settings  # noqa: E402
-from probe.core.records import Event, format_time, mark_retest  # noqa: E402
+from probe.core.records import Event, format_time, mark_early, mark_retest  # noqa: E402
 
 INTERVAL = 300.0
 DAY = int(86400 / INTERVAL)  # 288 measurements a day
@@ -85,6 +88,10 @@ class Retests:
     count: int = DEFAULTS.retests
     spacing: float = DEFAULTS.retest_spacing
     unsettled: bool = True  # also re-test while the detector is unsettled (the daemon's second trigger)
+    adaptive: bool = True  # early regular runs after a change or while undecided (settings.adaptive_interval)
+
+    def pacing(self) -> Adaptive | None:
+        return Adaptive() if self.adaptive else None
 
 
 def _unsettled_series(name: str, policy: Retests) -> Callable[[float, Status, bool], bool] | None:
@@ -154,12 +161,14 @@ def _series(name: str, statuses: Sequence[Status | None], times: Sequence[float]
         return Series("bench", name, "svc", "tcp", "tcp_ip", points)
     rng = random.Random(name)
     observed = simulate(regular, lambda t0, t: world.draw(rng, index[t0], t), _outcome, retests.count,
-                        retests.spacing, _unsettled_series(name, retests))
+                        retests.spacing, _unsettled_series(name, retests), retests.pacing(), INTERVAL)
     tested: list[Point] = []
-    last = 0
+    last, early = 0, 0
     for t, status, k in observed:
-        last = index[t] if k == 0 else last
-        tested.append(Point(t, f"{name}-{last}" + (f"r{k}" if k else ""), status, k == 0))
+        early = 0 if t in index else early + (k == 0)  # an early regular run is not on the grid
+        last = index.get(t, last) if k == 0 else last
+        tested.append(Point(t, f"{name}-{last}" + (f"e{early}" if early else "") + (f"r{k}" if k else ""),
+                            status, k == 0 and not early))
     return Series("bench", name, "svc", "tcp", "tcp_ip", tuple(tested))
 
 
@@ -311,15 +320,20 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
             return noisy(False if outcome_of(expected(t)) == "ok" else expected(t), again)
 
         observed = simulate(regular, retest, outcome_of, retests.count, retests.spacing,
-                            _unsettled_records(target, retests))
+                            _unsettled_records(target, retests), retests.pacing(), INTERVAL)
     records: list[dict[str, object]] = []
     of = ""
     for t, blocking, k in observed:
-        rid = f"{name}-{target}-{round((t - T0) / INTERVAL)}" if k == 0 else f"{of}r{k}"
+        slot = (t - T0) / INTERVAL
+        rid = f"{name}-{target}-{round(slot)}" + ("" if slot == round(slot) else f"e{t - T0:.0f}")
+        rid = rid if k == 0 else f"{of}r{k}"
         record: dict[str, object] = {"record_type": "verdict", "probe_id": "lab", "target": target, "service": name,
                                      "id": rid, "measurement_start_time": format_time(t),
                                      "test_keys": {"blocking": blocking}}
-        records += [record] if k == 0 else mark_retest([record], of, k)
+        if k:
+            records += mark_retest([record], of, k)
+        else:
+            records += [record] if slot == round(slot) else mark_early([record])
         of = rid if k == 0 else of
     return records
 
@@ -582,10 +596,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--spacing", type=float, default=DEFAULTS.retest_spacing, help="seconds between re-tests")
     ap.add_argument("--changes-only", action="store_true",
                     help="re-test after a change only (the policy before the unsettled trigger)")
+    ap.add_argument("--no-adaptive", action="store_true",
+                    help="no early regular runs (the adaptive interval off: settings.adaptive_interval false)")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = ap.parse_args(argv)
     began = time.monotonic()
-    policy = Retests(args.retests, args.spacing, not args.changes_only)
+    policy = Retests(args.retests, args.spacing, not args.changes_only, not args.no_adaptive)
     anchor: Runner = lambda s: _run_anchor(s, CusumParams())  # noqa: E731
     ours: Runner = lambda s: _run_ours(s, DetectParams())  # noqa: E731
     plain = synthetic(args.trials) + lab_cases()
@@ -595,11 +611,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra_episodes = sum(b - a for a, b in synthetic_points) / (sum(a for a, _ in synthetic_points) / DAY)
     print(f"interval {INTERVAL:.0f} s; {len(plain)} series with known episodes; {args.days} target-days of noise")
     print(f"re-tests: {policy.count}, {policy.spacing:g} s apart, after each change of outcome (not after a re-test)"
-          + (" and after a regular run that leaves the detector unsettled" if policy.unsettled else ""))
+          + (" and after a regular run that leaves the detector unsettled" if policy.unsettled else "")
+          + ("; adaptive interval: early regular runs after a change or while undecided" if policy.adaptive else ""))
     print(ASSUMPTION)
     print("errors and delays in probe intervals (of wall time); FA = false alarms per 1,000 target-days")
     out: dict[str, Any] = {"interval_s": INTERVAL, "noise_target_days": args.days, "retests": policy.count,
-                           "retest_spacing_s": policy.spacing, "extra_per_target_day_episodes": extra_episodes}
+                           "retest_spacing_s": policy.spacing, "adaptive": policy.adaptive,
+                           "extra_per_target_day_episodes": extra_episodes}
     results: dict[str, dict[str, Any]] = {}
     for name, label, run, cases, retests in (
         ("anchor", "cusum_detect", anchor, plain, None),

@@ -110,7 +110,8 @@ def run(lab: Lab, *, interval: float, cycles: int, retests: int, on_intervals: f
     targets.write_text(lab.targets_yaml(names, settings=settings))
     log = lab.state / f"events-live-{stamp}.log"
     argv = [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store",
-            str(lab.state / f"events-live-{stamp}.sqlite"), "--log-level", "info"]
+            str(lab.state / f"events-live-{stamp}.sqlite"), "--log-level", "info",
+            "--i-consent"]  # the lab measures its own namespaces (as probe.lab's own runs)
     lab.spawn(lab.ns_client, argv, log.name)
     result = Result(interval, retests)
 

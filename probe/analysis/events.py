@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from probe.analysis.retest import SKIPPED_CHECKS
-from probe.core.records import Event, parse_time, retest_of
+from probe.core.records import Event, on_grid, parse_time, retest_of
 
 Status = Literal["blocked", "ok", "inconclusive"]
 
@@ -69,7 +69,7 @@ class Point:
     time: float
     id: str
     status: Status
-    regular: bool = True  # False for a re-test (probe.analysis.retest)
+    regular: bool = True  # False for a re-test or an early run (probe.analysis.retest): off the grid
 
 
 @dataclass(frozen=True)
@@ -170,12 +170,13 @@ def point_status(series_type: str, blocking: object, retest: bool = False) -> St
 
 
 #: One verdict as the series need it: (time, id, blocking, is a re-test).
-_Row = tuple[float, str, object, bool]
+_Row = tuple[float, str, object, bool, bool]  # time, id, blocking, is a re-test, is on the grid
 
 
 def _row(record: Mapping[str, Any]) -> _Row:
     blocking = (record.get("test_keys") or {}).get("blocking")
-    return parse_time(record["measurement_start_time"]), str(record["id"]), blocking, retest_of(record) is not None
+    return (parse_time(record["measurement_start_time"]), str(record["id"]), blocking, retest_of(record) is not None,
+            on_grid(record))
 
 
 def series_from_records(records: Iterable[Mapping[str, Any]]) -> list[Series]:
@@ -201,7 +202,7 @@ def series_from_records(records: Iterable[Mapping[str, Any]]) -> list[Series]:
     for key in sorted(types):
         rows = sorted(verdicts[key].values(), key=lambda r: (r[0], r[1]))
         for kind in sorted(types[key]):
-            points = tuple(Point(t, mid, point_status(kind, b, rt), not rt) for t, mid, b, rt in rows)
+            points = tuple(Point(t, mid, point_status(kind, b, rt), grid) for t, mid, b, rt, grid in rows)
             out.append(Series(key[0], key[1], services[key], CHECK_OF_TYPE.get(kind, kind), kind, points))
     return out
 
@@ -581,7 +582,7 @@ class RecordDetector:
                              key=lambda r: str(r["measurement_start_time"])):
             key = (str(record.get("probe_id", "")), str(record["target"]))
             row = _row(record)
-            when, mid, blocking, retest = row
+            when, mid, blocking, retest, grid = row
             if key not in self._series:
                 self._of_target.setdefault(key[1], []).append(self._series.setdefault(key, {}))
             detectors = self._series[key]
@@ -590,11 +591,11 @@ class RecordDetector:
             if kind is not None and kind not in detectors:
                 series = Series(key[0], key[1], str(record.get("service", "")), CHECK_OF_TYPE.get(kind, kind), kind)
                 detectors[kind] = Detector(series, self.params)
-                detectors[kind].feed_many(Point(t, i, point_status(kind, b, rt), not rt) for t, i, b, rt in history)
+                detectors[kind].feed_many(Point(t, i, point_status(kind, b, rt), g) for t, i, b, rt, g in history)
             history.append(row)
             for series_type, detector in detectors.items():
                 before = {e.id: e for e in detector.events()}
-                for event in detector.feed(Point(when, mid, point_status(series_type, blocking, retest), not retest)):
+                for event in detector.feed(Point(when, mid, point_status(series_type, blocking, retest), grid)):
                     if before.get(event.id) != event:
                         touched[event.id] = event
         return list(touched.values())

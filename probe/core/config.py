@@ -114,6 +114,7 @@ class Settings:
     jitter: float = 0.1
     retests: int = 4
     retest_spacing: float = 15.0
+    adaptive_interval: bool = True  # daemon: early regular runs while a change is undecided (retest.Pacer)
     listen: str = "127.0.0.1:9810"
     ipv6: bool = False
     throughput_max_bytes: int = 512 * 1024
@@ -418,6 +419,7 @@ SETTINGS: Mapping[str, Parser] = {
     "jitter": _number(0, 1),
     "retests": _number(0, 20, integer=True),
     "retest_spacing": _number(0.1, 3600),
+    "adaptive_interval": _bool,
     "listen": _listen,
     "ipv6": _bool,
     "throughput_max_bytes": _number(16 * 1024, 1 << 30, integer=True),

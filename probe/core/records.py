@@ -201,6 +201,21 @@ def mark_retest(records: Iterable[Mapping[str, Any]], of: str, k: int) -> list[d
     return [{**r, "test_keys": {**(r.get("test_keys") or {}), RETEST_OF: of, RETEST: k}} for r in records]
 
 
+#: ``test_keys`` mark of an early regular run (the daemon's adaptive interval, probe.analysis.retest.Pacer)
+EARLY = "early"
+
+
+def mark_early(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The records of a regular run brought forward by the adaptive interval, marked in their ``test_keys``."""
+    return [{**r, "test_keys": {**(r.get("test_keys") or {}), EARLY: True}} for r in records]
+
+
+def on_grid(record: Mapping[str, Any]) -> bool:
+    """Whether a record is of a run on the target's regular grid (not a re-test, not an early run)."""
+    keys = record.get("test_keys") or {}
+    return keys.get(RETEST_OF) is None and keys.get(EARLY) is not True
+
+
 def retest_of(record: Mapping[str, Any]) -> str | None:
     """The id of the verdict a re-test record re-tests; None for a regular measurement."""
     value = (record.get("test_keys") or {}).get(RETEST_OF)

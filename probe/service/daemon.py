@@ -19,6 +19,14 @@ few slots of its own (never a worker a regular run waits for); a re-test starts 
 whole budget fits before the target's next regular run, and that run cancels what is left.
 Re-tests never trigger re-tests. Their records are marked (``test_keys.retest_of``, ``retest``).
 
+Adaptive interval (``settings.adaptive_interval``, :class:`probe.analysis.retest.Pacer`). For a
+target without re-tests (``retests: 0``; bursts do the same job when on), after a regular run,
+while the target's last outcome is a blocking or the event detector is unsettled (and twice after a
+change back to good), its next regular run comes early (at ``interval / 8``, bounded per change and
+by a per-target budget); an early run is a full regular run off the grid (its records marked
+``test_keys.early``; the event detector does not count it as a grid run), does not move the grid,
+and the grid takes over when the early runs stop.
+
 Results. Every run's records go to the store as soon as the run ends; the run counts as
 done (metrics :mod:`probe.service.metrics`, the event detector, the ``measured`` log line)
 only once its commit returned (:mod:`probe.service.writer`: one writer thread, group
@@ -62,13 +70,13 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from probe.analysis.retest import Tracker, burst_size, fit_spacing, outcome_of, retest_target
+from probe.analysis.retest import Pacer, Tracker, burst_size, fit_spacing, outcome_of, retest_target
 from probe.analysis.verdict import Controls
 from probe.core import config as config_mod
 from probe.core import failures
 from probe.core.config import Config, ConfigError, Target
 from probe.core.context import Context
-from probe.core.records import Event, Verdict, mark_retest
+from probe.core.records import Event, Verdict, mark_early, mark_retest
 from probe.service.metrics import MetricsState, registry_for, render
 from probe.service.writer import StoreLike, StoreWriter
 
@@ -234,18 +242,19 @@ class Daemon:
     amend: Callable[[Config], Config] | None = None
 
     def __post_init__(self) -> None:
-        self._heap: list[tuple[float, int, str, int]] = []
+        self._heap: list[tuple[float, int, str, int, bool]] = []  # (when, seq, target, gen, early)
         self._seq = 0
         self._gen = 0
         self._jobs: dict[str, _Job] = {}
         self._running: set[str] = set()  # names measuring or queued: never twice at once
         self._controls: dict[str, bool | None] = {}
         self._outcomes = Tracker()  # what each target's last decisive run found (re-test on a change)
+        self._pacer = Pacer()  # the adaptive interval: early regular runs while a change is undecided
         self._retests: dict[str, asyncio.Task[None]] = {}  # target -> its burst of re-tests
         self._reloads: set[asyncio.Future[bool]] = set()  # SIGHUP reloads reading the file in a thread
         self._retest_slots: asyncio.Semaphore | None = None
         self._events: dict[str, Event] = {}
-        self._queue: asyncio.Queue[tuple[float, _Job]] | None = None
+        self._queue: asyncio.Queue[tuple[float, _Job, bool]] | None = None  # (planned, job, early)
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
@@ -267,10 +276,11 @@ class Daemon:
         self._jobs[target.name] = job
         self._push(now + first_delay, job)
 
-    def _push(self, when: float, job: _Job) -> None:
+    def _push(self, when: float, job: _Job, early: bool = False) -> None:
         self._seq += 1
-        job.next_at = when
-        heapq.heappush(self._heap, (when, self._seq, job.target.name, job.gen))
+        if not early:  # an early run leaves the grid's next run where it is
+            job.next_at = when
+        heapq.heappush(self._heap, (when, self._seq, job.target.name, job.gen, early))
 
     def _apply(self, new: Config, now: float) -> None:
         old_targets = {name: job.target for name, job in self._jobs.items()}
@@ -285,6 +295,7 @@ class Daemon:
             del self._jobs[name]
         self._controls = {n: v for n, v in self._controls.items() if n in names}
         self._outcomes.retain(names)
+        self._pacer.retain(names)
         self.state.set_targets((t.name, t.service, self._interval(t)) for t in new.targets)
 
     def reload(self) -> bool:
@@ -388,7 +399,7 @@ class Daemon:
         assert self._queue is not None
         assert self._idle is not None
         while not self._queue.empty():  # runs not started yet are dropped
-            _, job = self._queue.get_nowait()
+            _, job, _ = self._queue.get_nowait()
             self._running.discard(job.target.name)
         finished = True
         if self._in_flight:
@@ -417,17 +428,19 @@ class Daemon:
         while True:
             now = self.monotonic()
             while self._heap and self._heap[0][0] <= now:
-                planned, _, name, gen = heapq.heappop(self._heap)
+                planned, _, name, gen, early = heapq.heappop(self._heap)
                 job = self._jobs.get(name)
                 if job is None or job.gen != gen:
                     continue  # removed or rescheduled by a reload
-                self._plan_next(job, now)
+                if not early:
+                    self._plan_next(job, now)
                 if name in self._running:
-                    self.state.update_health(_inc_skipped)
+                    if not early:
+                        self.state.update_health(_inc_skipped)
                     continue
                 self._cancel_retests(name)  # its regular run is due: re-tests never delay or overlap it
                 self._running.add(name)
-                self._queue.put_nowait((planned, job))
+                self._queue.put_nowait((planned, job, early))
             self._set_depth()
             self._wake.clear()
             delay = self._heap[0][0] - self.monotonic() if self._heap else 3600.0
@@ -487,16 +500,16 @@ class Daemon:
     async def _worker(self) -> None:
         assert self._queue is not None
         while True:
-            planned, job = await self._queue.get()
+            planned, job, early = await self._queue.get()
             self._set_depth()
             lag = max(0.0, self.monotonic() - planned)
             self.state.update_health(lambda h, lag=lag: h.lag.observe(lag))  # type: ignore[misc]
             try:
-                await self._run_one(job.target)
+                await self._run_one(job.target, early=early)
             finally:
                 self._running.discard(job.target.name)
 
-    async def _run_one(self, target: Target, retest: _Retest | None = None) -> None:
+    async def _run_one(self, target: Target, retest: _Retest | None = None, early: bool = False) -> None:
         assert self._idle is not None
         self._in_flight += 1
         self._idle.clear()
@@ -509,7 +522,7 @@ class Daemon:
                 outcome = await self.measure(target, self.ctx, controls)
             if (job := self._jobs.get(target.name)) is not None:
                 job.took = self.monotonic() - began
-            self._handle(outcome, retest)
+            self._handle(outcome, retest, early)
             result = None
         except TimeoutError:
             result = "timeout"
@@ -532,12 +545,14 @@ class Daemon:
 
             self.state.update_health(done)
 
-    def _handle(self, outcome: Outcome, retest: _Retest | None = None) -> None:
+    def _handle(self, outcome: Outcome, retest: _Retest | None = None, early: bool = False) -> None:
         """Hand a finished run to the store; it counts as done in :meth:`_done`, after the commit."""
         target = outcome.target
         records = outcome.records(self.ctx.meta)
         if retest is not None:
             records = mark_retest(records, retest.of, retest.k)
+        elif early:
+            records = mark_early(records)
         if target.control:
             was = self._network_ok()
             self._controls[target.name] = outcome.verdict.accessible
@@ -565,8 +580,28 @@ class Daemon:
              blocking=v.blocking, rule=v.rule, failure=failures.metric_label(v.failure), checks=len(records) - 1,
              id=v.id, **({"retest": retest.k} if retest is not None else {}))
         changed = self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None)
-        if changed or (retest is None and self._unsettled(target.name)):
-            self._start_retests(target, v.id, changed)
+        if retest is not None:
+            return
+        unsettled = self._unsettled(target.name)
+        if self.config.settings.retests and retest_target(target) is not None:
+            if changed or unsettled:
+                self._start_retests(target, v.id, changed)
+        else:  # re-tests off, or the target is not re-tested: the adaptive interval instead
+            self._run_early(target, changed, unsettled)
+
+    def _run_early(self, target: Target, changed: bool, unsettled: bool) -> None:
+        """The adaptive interval: bring the target's next regular run forward while a change is undecided."""
+        job = self._jobs.get(target.name)
+        if job is None or target.control or not self.config.settings.adaptive_interval or self._stopping is None \
+                or self._stopping.is_set():
+            return
+        when = self._pacer.early(target.name, self.monotonic(), interval=job.interval, took=job.took,
+                                 next_regular=job.next_at, changed=changed,
+                                 blocked=self._outcomes.last(target.name) != "ok", unsettled=unsettled)
+        if when is not None:
+            self._push(when, job, early=True)
+            if self._wake is not None:
+                self._wake.set()
 
     def _unsettled(self, name: str) -> bool:
         """Whether the detector would decide an onset or an end sooner with more measurements now."""

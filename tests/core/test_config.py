@@ -48,6 +48,8 @@ def test_retest_settings() -> None:
     # the defaults adapt to a short interval (the daemon runs the re-tests that fit); explicit values must fit
     assert load_text("settings: {interval: 30}\n" + one, "t.yaml").settings.retests == 4
     assert load_text("settings: {interval: 30, retests: 2, retest_spacing: 10}\n" + one, "t.yaml").settings.retests == 2
+    assert defaults.adaptive_interval is True
+    assert load_text("settings: {adaptive_interval: false}\n" + one, "t.yaml").settings.adaptive_interval is False
 
 
 def test_select_keeps_controls() -> None:
@@ -84,6 +86,7 @@ def test_select_keeps_controls() -> None:
         ("settings:\n  retests: -1\ntargets: []\n", "t.yaml:2: settings.retests: -1 is out of range [0, 20]"),
         ("settings:\n  retests: 2.5\ntargets: []\n", "settings.retests: 2.5 is not an integer"),
         ("settings:\n  retest_spacing: 0\ntargets: []\n", "settings.retest_spacing: 0 is out of range"),
+        ("settings:\n  adaptive_interval: sometimes\ntargets: []\n", "settings.adaptive_interval: 'sometimes'"),
         ("settings:\n  interval: 60\n  retests: 5\n  retest_spacing: 15\ntargets: []\n",
          "t.yaml:4: settings.retest_spacing: 5 re-tests 15 s apart (75 s) do not fit in the 60 s interval"),
         ("settings:\n  interval: 30\n  retests: 3\ntargets: []\n",

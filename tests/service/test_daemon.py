@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from probe.analysis.retest import Adaptive
 from probe.analysis.verdict import Controls
 from probe.core.config import Target, load, load_text
 from probe.core.context import Context
@@ -382,6 +383,31 @@ async def test_a_burst_fits_a_short_interval() -> None:
     assert regular == pytest.approx([0, 1, 2], abs=0.1)
     assert len(retests) == 4 and all(1.0 < t < 2.0 for t in retests)
     assert d.state.health.retests == {"run": 4, "dropped": 0}
+
+
+@pytest.mark.usefixtures("retest_world")
+@pytest.mark.parametrize("adaptive", [True, False])
+async def test_without_retests_a_change_brings_the_next_regular_runs_sooner_then_back_to_the_grid(
+        adaptive: bool) -> None:
+    """The adaptive interval (retests: 0): after the change at 2 s the next regular runs (full runs, the
+    throughput check too) come every max(interval / 8, 1.25 x run + 0.25 s) = 0.25 s, at most
+    Adaptive.onset (4) of them; the grid (0, 2, 4 s) does not move, and nothing changes while nothing
+    changes (no early run after the first, good run, and none after the 4 s run: the count is spent)."""
+    text = targets_yaml([], interval=2.0, settings=f", retests: 0, adaptive_interval: {str(adaptive).lower()}") + (
+        "  - {name: t, service: svc, category: messaging, addresses: [127.0.0.1], checks: [tcp, throughput]}\n")
+    d = make_daemon(text, measure=turning_bad)
+    regular, retests = await run_turning_bad(d, 4.6)
+    assert retests == []  # every run is a regular one
+    grid = [t for t in regular if abs(t - round(t / 2.0) * 2.0) < 0.1]
+    early = [t for t in regular if t not in grid]
+    assert grid == pytest.approx([0, 2, 4], abs=0.1) and d.state.health.skipped == 0
+    if not adaptive:
+        assert early == []
+        return
+    assert len(early) == Adaptive().onset
+    assert all(2.0 < t < 3.5 for t in early), early
+    gaps = [b - a for a, b in zip([grid[1], *early], early, strict=False)]
+    assert all(0.24 <= g < 0.5 for g in gaps), gaps
 
 
 @contextlib.contextmanager
