@@ -797,7 +797,7 @@ def directions_of(target: Target) -> tuple[Direction, ...]:
     return ("up",) if value == "up" else ("down",)
 
 
-MAX_RUNS = 3  # a first run, its confirmation, and one more if a target started behind a full queue
+MAX_RUNS = 3  # a first run, its confirmation, and one more (throttling.needs_another_run)
 DRAIN_BYTES = 8192  # what a policer's queue may still hold of the first run's target
 DRAIN_MAX = 1.0  # seconds
 
@@ -843,8 +843,8 @@ async def _decide_direction(
         # A confirmation compares with every control so far: a fast control is over in a few
         # reads, and four or five control intervals cannot bring KS under 0.01 at all.
         runs.append(throttling.compare(t_flow, control_flows))
-        # A third run only re-measures a run whose target started behind a full queue.
-        if not throttling.needs_confirmation(runs[-1]) or (attempt and runs[-1].reason != throttling.QUEUE_REASON):
+        # A third run only re-measures a confirmation whose target could not be compared.
+        if not throttling.needs_confirmation(runs[-1]) or (attempt and not throttling.needs_another_run(runs)):
             break
     used_bytes = sum(r.details.bytes_used for r in results)
     decision = throttling.combine(
