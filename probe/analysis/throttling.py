@@ -61,6 +61,8 @@ TAIL_FRACTION = 0.05  # of a flow's plateau bytes left out at its end (last segm
 QUEUE_FACTOR = 3.0  # a target connect this many times the controls' fastest ...
 QUEUE_SLACK = 0.05  # ... plus this many seconds started behind a full queue: re-measure
 QUEUE_REASON = "the path's queue was full when the target started"
+TARGET_REASON = "the target's transfer failed or moved too few bytes"
+FEW_REASON = "too few rate samples"
 
 
 @dataclass(frozen=True)
@@ -232,10 +234,12 @@ def _compare(target: Flow, controls: Sequence[Flow]) -> RunResult:
     hs = _handshake_signal(target, usable)
     t_rates = interval_rates(target.samples)
     c_rates = [r for c in usable for r in interval_rates(c.samples)]
-    if not target.ok or not usable:
-        return RunResult("inconclusive", "the target or every control transfer failed", handshake_signal=hs)
+    if not usable:
+        return RunResult("inconclusive", "every control transfer failed", handshake_signal=hs)
+    if not target.ok:
+        return RunResult("inconclusive", TARGET_REASON, handshake_signal=hs)
     if len(t_rates) < MIN_TARGET_INTERVALS or len(c_rates) < MIN_CONTROL_INTERVALS:
-        return RunResult("inconclusive", "too few rate samples", handshake_signal=hs,
+        return RunResult("inconclusive", FEW_REASON, handshake_signal=hs,
                          target_intervals=len(t_rates), control_intervals=len(c_rates))
     t_med, c_med = statistics.median(t_rates), statistics.median(c_rates)
     ratio = t_med / c_med if c_med > 0 else 1.0
@@ -307,6 +311,23 @@ class ThrottlingDecision(Mapping[str, Any]):
 def needs_confirmation(first: RunResult) -> bool:
     """A positive or inconclusive first run is decided by a second one."""
     return first.outcome != "negative"
+
+
+def needs_another_run(runs: Sequence[RunResult]) -> bool:
+    """After a confirmation: one more run when its target could not be compared at all.
+
+    Either it started behind a full queue (:data:`QUEUE_REASON`), or, after a positive run, its
+    transfer stalled: at 64 kbit/s a policer's 4-packet queue drops the server's first window and
+    TCP's retransmission timer backs off (1, 2, 4 s), so a confirmation got 2 KB in its 3.5 s
+    while the first run had measured the rate. That stall is not evidence either way; the next
+    run decides.
+    """
+    last = runs[-1] if runs else None
+    if last is None or last.outcome != "inconclusive":
+        return False
+    if last.reason == QUEUE_REASON:
+        return True
+    return last.reason in (TARGET_REASON, FEW_REASON) and any(r.outcome == "positive" for r in runs[:-1])
 
 
 def _kbit(rate: float | None) -> float | None:

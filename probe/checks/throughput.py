@@ -580,10 +580,19 @@ def _details(
 def flow(result: CheckResult[ThroughputDetails]) -> Flow:
     """A transfer as the decision sees it: usable only if it moved enough bytes."""
     d = result.details
-    usable = result.ok and d.bytes >= min(MIN_FLOW_BYTES, d.max_bytes) and (
+    enough = min(MIN_FLOW_BYTES, d.max_bytes)
+    samples = d.samples
+    carried = d.link_samples[-1][1] - d.link_samples[0][1] if d.link_samples else 0
+    if d.bytes < enough and carried >= enough:
+        # Head-of-line stall: a lost early segment's retransmission backed off (1, 2 s ...) behind a
+        # 64 kbit/s policer's 4-packet queue; in-order bytes sat at 2 KB for 3.5 s while the path
+        # carried 26 KB behind it. What the path carried is the flow's rate (link >= in-order: a
+        # benign flow only reads faster this way).
+        samples = d.link_samples
+    usable = result.ok and (d.bytes >= enough or carried >= enough) and (
         d.status is None or 200 <= d.status < 300
     )
-    return Flow(samples=d.samples, link_samples=d.link_samples, handshake_time=d.tls_handshake_time, ok=usable,
+    return Flow(samples=samples, link_samples=d.link_samples, handshake_time=d.tls_handshake_time, ok=usable,
                 connect_time=d.connect_time)
 
 
@@ -797,7 +806,7 @@ def directions_of(target: Target) -> tuple[Direction, ...]:
     return ("up",) if value == "up" else ("down",)
 
 
-MAX_RUNS = 3  # a first run, its confirmation, and one more if a target started behind a full queue
+MAX_RUNS = 3  # a first run, its confirmation, and one more (throttling.needs_another_run)
 DRAIN_BYTES = 8192  # what a policer's queue may still hold of the first run's target
 DRAIN_MAX = 1.0  # seconds
 
@@ -843,8 +852,8 @@ async def _decide_direction(
         # A confirmation compares with every control so far: a fast control is over in a few
         # reads, and four or five control intervals cannot bring KS under 0.01 at all.
         runs.append(throttling.compare(t_flow, control_flows))
-        # A third run only re-measures a run whose target started behind a full queue.
-        if not throttling.needs_confirmation(runs[-1]) or (attempt and runs[-1].reason != throttling.QUEUE_REASON):
+        # A third run only re-measures a confirmation whose target could not be compared.
+        if not throttling.needs_confirmation(runs[-1]) or (attempt and not throttling.needs_another_run(runs)):
             break
     used_bytes = sum(r.details.bytes_used for r in results)
     decision = throttling.combine(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -202,3 +203,26 @@ def test_a_target_started_behind_a_full_queue_is_remeasured_not_evidence() -> No
     fast = Flow(series(950_000, 0.2, step=0.01, seed=3), connect_time=0.420)
     assert th.compare(fast, controls).outcome == "negative"
     assert not th.queue_inflated(Flow(slow, connect_time=0.420), [Flow(CTRL.samples)])  # no control connect
+
+
+def test_a_stalled_confirmation_after_a_positive_run_gets_one_more_run() -> None:
+    """64 kbit/s policer: the confirmation's target got 2 KB in 3.5 s (RTO backoff), first run positive."""
+    stalled = th.compare(Flow(((0.0, 0), (1.0, 2012), (3.5, 2012)), ok=False), [CTRL, CTRL2])
+    assert (stalled.outcome, stalled.reason) == ("inconclusive", th.TARGET_REASON)
+    few = th.compare(Flow(series(16_000, 0.5)), [CTRL])
+    assert few.reason == th.FEW_REASON
+    positive = th.compare(Flow(series(16_000, 3)), [CTRL, CTRL2])
+    assert positive.outcome == "positive"
+    assert th.needs_another_run([positive, stalled]) and th.needs_another_run([positive, few])
+    # no positive run before it: a stalled or failed target is not re-run (a failure is no rate evidence)
+    assert not th.needs_another_run([th.compare(Flow(series(16_000, 0.5)), [CTRL]), stalled])
+    assert not th.needs_another_run([stalled]) and not th.needs_another_run([])
+    # a "slower, but not clearly" or negative confirmation is an answer, not a stall
+    slower = replace(positive, outcome="inconclusive", reason="slower, but not clearly")
+    assert not th.needs_another_run([positive, slower])
+    assert not th.needs_another_run([positive, replace(positive, outcome="negative")])
+    # a target behind a full queue is re-measured whatever came before
+    assert th.needs_another_run([stalled, replace(stalled, reason=th.QUEUE_REASON)])
+    # the third run decides: positive, inconclusive (stall), positive is throttling
+    assert th.combine([positive, stalled, positive], "down", [], []).blocking == "throttling"
+    assert th.combine([positive, stalled, stalled], "down", [], []).blocking is None

@@ -311,3 +311,26 @@ async def test_the_next_transfer_waits_for_the_path_queue_to_drain(ctx: Context)
     t0 = asyncio.get_running_loop().time()
     await throughput._wait_drained(ep, probe_ctx, path, 0.5)
     assert asyncio.get_running_loop().time() - t0 < 1.5 and 1 <= len(writers) <= 3
+
+
+def test_a_head_of_line_stall_is_compared_on_what_the_path_carried() -> None:
+    """64 kbit/s policer: in-order bytes sat at 2114 for 3.5 s (RTO backoff), the path carried 26 KB."""
+    from probe.core.records import CheckResult
+
+    stalled = tuple((t / 4, 2114) for t in range(1, 15))
+    carried = tuple((t / 4, 2114 + 1800 * t) for t in range(1, 15))
+
+    def result(samples: tuple[tuple[float, int], ...], link: tuple[tuple[float, int], ...]) -> CheckResult[
+            throughput.ThroughputDetails]:
+        details = throughput.ThroughputDetails(
+            url="u", address="a", port=443, sni="s", direction="down", max_bytes=65536, max_seconds=3.5,
+            samples=samples, link_samples=link, bytes=samples[-1][1] - 666, status=200)
+        return CheckResult(check="throughput", target="t", input="i", ok=True, failure=None, failed_operation=None,
+                           start_time=0.0, runtime=3.5, details=details)
+
+    hol = throughput.flow(result(stalled, carried))
+    assert hol.ok and hol.samples == carried  # the path's rate, not the stall
+    nothing = throughput.flow(result(stalled, stalled))  # nothing carried either: a real stall stays unusable
+    assert not nothing.ok and nothing.samples == stalled
+    steady = throughput.flow(result(carried, carried))
+    assert steady.ok and steady.samples == carried
