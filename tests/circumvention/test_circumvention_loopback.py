@@ -154,11 +154,26 @@ KEY = key_hex("probe-test-proxy")
 def mtproxy(workdir: Path) -> Iterator[int]:
     if not MTPROXY_SCRIPT.exists():
         pytest.skip("mtprotoproxy is not installed in this environment (pip install mtprotoproxy)")
-    port = free_port()
-    while tcp_open(LOCAL, port + 1):  # the stub data centre listens on port + 1
+    failed: RuntimeError | None = None
+    for attempt in range(3):  # a port taken meanwhile, or a slow start under load: another port
         port = free_port()
-    config = mtproxy_config(workdir, LOCAL, port, KEY)
-    yield from _served(mtproxy_argv(config, LOCAL, port), workdir / "mtproxy.log", port)
+        while tcp_open(LOCAL, port + 1):  # the stub data centre listens on port + 1
+            port = free_port()
+        config = mtproxy_config(workdir, LOCAL, port, KEY)
+        server = spawn(mtproxy_argv(config, LOCAL, port), workdir / f"mtproxy-{attempt}.log", cwd=REPO,
+                       ready=lambda port=port: tcp_open(LOCAL, port), wait=30.0)
+        try:
+            server.__enter__()
+        except RuntimeError as exc:
+            failed = exc
+            continue
+        try:
+            yield port
+        finally:
+            server.__exit__(None, None, None)
+        return
+    assert failed is not None
+    raise failed
 
 
 @pytest.mark.parametrize("secret", [KEY, "dd" + KEY, "ee" + KEY + b"proxy.test".hex()],
