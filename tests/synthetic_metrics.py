@@ -6,7 +6,7 @@ each check answering with the phases it really times. ``failures`` failure reaso
 target (counters keep every reason ever seen) and ``events`` ongoing events make the heavier
 realistic case; ``extras`` adds one throughput and one circumvention target, and turns the upload
 to a collector on, so that every family the daemon can export appears (docs/metrics.md is checked
-against it).
+against it); ``upload`` turns only the upload on (a fleet probe).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def _verdict(target: str, service: str, blocking: object) -> dict[str, Any]:
     }
 
 
-def daemon_state(*, failures_per_check: int = 0, events: int = 0, extras: bool = False) -> MetricsState:
+def daemon_state(*, failures_per_check: int = 0, events: int = 0, extras: bool = False, upload: bool = False,
+                 ) -> MetricsState:
     targets = [(t.name, t.service, t.checks) for t in config.load(config.DEFAULT_TARGETS).targets]
     if extras:
         targets += [("extra-throughput", "extra", ("tls", "throughput")), ("extra-vpn", "extra", ("circumvention",))]
@@ -75,7 +76,7 @@ def daemon_state(*, failures_per_check: int = 0, events: int = 0, extras: bool =
                            start_time=NOW - 3600, start_low=NOW - 3900, start_high=NOW - 3600, end_time=None,
                            end_low=None, end_high=None, confidence=1.0)
                      for i, (name, service, _) in enumerate(targets[:events]))
-    if extras:
+    if extras or upload:
         def upload_on(h: Any) -> None:
             h.upload_enabled = True
 
@@ -87,3 +88,26 @@ def daemon_metrics(**kwargs: Any) -> str:
     """The text a scrape of the daemon's ``/metrics`` returns (see :func:`daemon_state`)."""
     state = daemon_state(**kwargs)
     return render(state, registry=registry_for(state)).decode()
+
+
+def relabelled(text: str, rules: list[dict[str, Any]], extra: tuple[str, ...] = ("up",)) -> list[str]:
+    """The series (``name{labels}``) of exposition ``text`` plus vmagent's own ``extra`` series that
+    pass ``keep``/``drop`` relabel ``rules`` (Prometheus semantics: source labels joined with ``;``,
+    the regex anchored): what vmagent's ``-remoteWrite.urlRelabelConfig`` lets through."""
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = [(s.name, dict(s.labels)) for f in text_string_to_metric_families(text) for s in f.samples]
+    samples += [(name, {}) for name in extra]
+    out = []
+    for name, labels in samples:
+        labels["__name__"] = name
+        for rule in rules:
+            value = ";".join(labels.get(src, "") for src in rule["source_labels"])
+            matched = re.fullmatch(rule.get("regex", "(.*)"), value) is not None
+            if matched != (rule["action"] == "keep"):
+                break
+        else:
+            out.append(name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__") + "}")
+    return out

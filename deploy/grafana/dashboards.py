@@ -218,8 +218,6 @@ def service() -> dash_b.Dashboard:
 
 #: The selected networks; every fleet query starts from it.
 NET = 'cc=~"$cc", asn=~"$asn"'
-#: One probe's view of one service (worst over the service's targets), the unit every share counts.
-PER_PROBE = "probe, service, cc, asn"
 
 
 def _fleet_var(name: str, label: str, query: str) -> dash_b.QueryVariable:
@@ -229,25 +227,27 @@ def _fleet_var(name: str, label: str, query: str) -> dash_b.QueryVariable:
             .current(dashboard.VariableOption(selected=True, text="All", value="$__all")))
 
 
-def _probe_state(record: str) -> str:
-    """Per (probe, service, network): a series recorded by deploy/rules/fleet.rules.yml."""
-    return f'{record}{{{NET}, service=~"$service"}}'
+#: Probes per (network, service, state), recorded by deploy/rules/fleet.rules.yml from each probe's
+#: one-hot ``probe_service_state`` (the probe rolls its targets' verdicts up itself; vmagent sends
+#: nothing per target). About 20,000 series at 10,000 probes, where the per-probe gauges are 700,000.
+COUNTS = "asn_service:probe_service_state:sum"
 
 
-#: The four states of a (probe, service): what the overview counts per network. The recording
-#: rules aggregate each probe's targets once per interval; at 10,000 probes the raw families would
-#: cost seconds per panel (bench/fleet_metrics.py).
+def _counted(states: str) -> str:
+    """Probes of each (service, network) in one of ``states`` (a regex of probe_service_state states)."""
+    return f'sum by (service, cc, asn) ({COUNTS}{{{NET}, service=~"$service", state=~"{states}"}})'
+
+
+#: The states of a (probe, service), as the overview counts them per network (column -> states).
 STATES = {
-    "blocked": _probe_state("probe_service:blocked:max") + " == 1",
-    "throttled": _probe_state("probe_service:throttled:max") + " == 1",
-    "outage": _probe_state("probe_service:inconclusive:max") + " == 1",
-    "ok": f"{_probe_state('probe_service:accessible:min')} == 1 unless on ({PER_PROBE}) "
-          f"({_probe_state('probe_service:blocked:max')} == 1 or {_probe_state('probe_service:throttled:max')} == 1)",
+    "blocked": _counted("blocked"),
+    "throttled": _counted("throttled"),
+    "withheld by origin": _counted("origin-withheld"),
+    "outage": _counted("inconclusive"),
+    "ok": _counted("ok"),
 }
-
-#: Either recorded state (same labels: the sum is 1 or 2 where the probe sees one or both).
-BLOCKED_OR_THROTTLED = (f"clamp_max({_probe_state('probe_service:blocked:max')} + "
-                        f"{_probe_state('probe_service:throttled:max')}, 1)")
+#: The network's probes that measure the service (every state: they are one-hot).
+PROBES = _counted(".*")
 
 
 def _link(title: str, url: str) -> dashboard.DynamicConfigValue:
@@ -283,20 +283,20 @@ def fleet() -> dash_b.Dashboard:
                             .current(dashboard.VariableOption(selected=True, text="Prometheus", value="Prometheus")))
              .with_variable(_fleet_var("cc", "Country", "label_values(probe_build_info, cc)"))
              .with_variable(_fleet_var("asn", "Network (ASN)", 'label_values(probe_build_info{cc=~"$cc"}, asn)'))
-             .with_variable(_fleet_var("service", "Service", "label_values(probe_service:accessible:min, service)"))
+             .with_variable(_fleet_var("service", "Service", f"label_values({COUNTS}, service)"))
              .link(dash_b.DashboardLink("Per-probe dashboards").type(dashboard.DashboardLinkType.DASHBOARDS)
                    .tags(["probe"]).as_dropdown(True).include_vars(False).keep_time(True)))
-    counts = [(ref, f"count by (service, cc, asn) ({expr})")
-              for ref, expr in zip("ABCD", STATES.values(), strict=True)]
-    probes = ("E", f"count by (service, cc, asn) ({_probe_state('probe_service:accessible:min')})")
-    shares = ("F", f"count by (service, cc, asn) ({STATES['blocked']}) / on (service, cc, asn) {probes[1]}")
-    names = {f"Value #{ref}": name for ref, name in zip("ABCDEF", [*STATES, "probes", "share blocked"], strict=True)}
+    counts = list(zip("ABCDE", STATES.values(), strict=True))
+    probes = ("F", PROBES)
+    shares = ("G", f"{STATES['blocked']} / {PROBES}")
+    names = {f"Value #{ref}": name for ref, name in zip("ABCDEFG", [*STATES, "probes", "share blocked"], strict=True)}
     events = f'probe_event_active{{{NET}, service=~"$service"}}'
     up = f'up{{job="probe", {NET}}}'
     return (board
             .with_panel(_table("Services × networks now", _grid(10, 24, 0, 0),
-                               "Per service and network: how many probes see it blocked, throttled, in an outage "
-                               "(their controls fail too: not censorship) or ok, and the share of the network's "
+                               "Per service and network: how many probes see it blocked, throttled, withheld by its "
+                               "origin (HTTP 451: not the network), in an outage (their controls fail too: not "
+                               "censorship) or ok, and the share of the network's "
                                "probes that see blocking. Click an ASN for its probes.",
                                *counts, probes, shares, renames=names)
                         .unit("short"))
@@ -305,7 +305,7 @@ def fleet() -> dash_b.Dashboard:
                         .description("Of the probes of each network that measure the service, the share whose "
                                      "verdict names a blocking type (throttling included). One probe alone may "
                                      "be its own link; many probes of one network is the network.")
-                        .with_target(_q(f"avg by (service, cc, asn) ({BLOCKED_OR_THROTTLED})",
+                        .with_target(_q(f"{_counted('blocked|throttled')} / {PROBES}",
                                         "{{service}} {{cc}} {{asn}}"))
                         .thresholds(_steps("green", (0.01, "orange"), (0.5, "red")))
                         .merge_values(True).show_value(common.VisibilityMode.NEVER))
@@ -327,7 +327,8 @@ def fleet() -> dash_b.Dashboard:
             .with_panel(_table("Probes seeing blocking or throttling", _grid(8, 12, 12, 28),
                                "Drill-down: the probes of the selected networks that see the service blocked or "
                                "throttled now. Click a probe for its targets (its own service dashboard).",
-                               ("A", f"{BLOCKED_OR_THROTTLED} == 1"))
+                               ("A", f'probe_service_state{{{NET}, service=~"$service", state=~"blocked|throttled"}}'
+                                     " == 1"))
                         .with_transformation(dashboard.DataTransformerConfig(
                             id_val="organize", options={"excludeByName": {"Value": True, "__name__": True}})))
             .with_panel(stat.Panel().title("Probes reporting").datasource(DS).grid_pos(_grid(5, 6, 0, 36))
@@ -346,7 +347,7 @@ def fleet() -> dash_b.Dashboard:
                                "Per probe: seconds since its newest measurement reached this store (over the last "
                                "day: a probe silent for hours still shows here), and whether its daemon is up.",
                                ("A", f"time() - max by (probe, cc, asn) "
-                                     f"(max_over_time(probe:last_check_timestamp_seconds:max{{{NET}}}[1d]))"),
+                                     f"(max_over_time(probe_last_result_timestamp_seconds{{{NET}}}[1d]))"),
                                ("B", f"max by (probe, cc, asn) ({up})"),
                                renames={"Value #A": "newest result age (s)", "Value #B": "up"})
                         .thresholds(_steps("green", (900, "orange"), (3600, "red")))))

@@ -14,6 +14,15 @@ probe id), ``cc`` (ISO country code) and ``asn`` (``AS`` and the number); the sc
 the fleet's probes by name. docs/fleet.md ("Metrics path") says why vmagent and not Prometheus'
 agent mode.
 
+Only what the fleet's dashboards and alerts read leaves the volunteer's machine
+(:data:`CENTRAL_FAMILIES`, a ``keep`` rule in ``-remoteWrite.urlRelabelConfig``): each service's
+state and the newest result's time (the probe rolls its verdicts up itself,
+probe.analysis.service_state), ongoing events, build, health and upload series, and ``up``. The
+per-target families (about 1,400 series with the default targets: checks, phases, verdicts per
+type) and the histograms stay on the probe: its own ``/metrics`` is complete, for the volunteer
+and for any Prometheus scraping it. At 10,000 probes that is about 1 million series centrally
+instead of 15 million (docs/metrics.md, bench/fleet_metrics.py).
+
 :func:`vmagent_config` writes the files for one probe (``probe enrol`` calls it); I/O is only
 the writing of those files.
 """
@@ -32,11 +41,30 @@ import yaml
 DEFAULT_DIR: Final = Path("/etc/probe/vmagent")
 DEFAULT_BUFFER: Final = Path("/var/lib/probe-vmagent")
 #: Default bound of the disk buffer. vmagent stores it in chunks of about 500 MB, so that is the
-#: smallest useful bound; 1 GB holds weeks of one probe's ~800 series at a 30 s interval.
+#: smallest useful bound; 1 GB holds months of one probe's ~100 series sent centrally at a 30 s interval.
 DEFAULT_MAX_DISK: Final = "1GB"
 _PROBE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CC = re.compile(r"^[A-Z]{2}$")
 _UNSAFE = re.compile(r"[\s\"'\\$`]")
+
+#: The families sent to the central store (exposition names: counters with ``_total``); vmagent
+#: drops every other series before remote write, its own ``scrape_*`` series included.
+CENTRAL_FAMILIES: Final[tuple[str, ...]] = (
+    "up",  # vmagent's: the daemon answered the scrape (fleet health, ProbeDown)
+    "probe_build_info",  # the dashboards' probe list
+    "probe_service_state", "probe_last_result_timestamp_seconds",  # the fleet dashboard's cells and result age
+    "probe_event_active", "probe_event_start_timestamp_seconds",  # ongoing events only: 2 series each
+    "probe_config_last_reload_successful", "probe_start_time_seconds", "probe_targets",  # health
+    "probe_measurements_total", "probe_store_writable", "probe_store_write_errors_total",
+    "probe_store_records_dropped_total",
+    "probe_upload_pending", "probe_upload_last_success_timestamp_seconds", "probe_upload_errors_total",
+    "probe_upload_expired_total",
+)
+
+
+def remote_write_relabel() -> list[dict[str, object]]:
+    """The ``-remoteWrite.urlRelabelConfig`` rules: keep :data:`CENTRAL_FAMILIES`, drop the rest."""
+    return [{"action": "keep", "source_labels": ["__name__"], "regex": "|".join(CENTRAL_FAMILIES)}]
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,7 @@ class VmagentFiles:
     """What :func:`vmagent_config` wrote, and the command line that runs vmagent with it."""
 
     scrape_config: Path   # the -promscrape.config file
+    relabel_config: Path  # the -remoteWrite.urlRelabelConfig file: what is sent centrally
     env_file: Path        # VMAGENT_ARGS=... for the systemd unit's EnvironmentFile=
     password_file: Path | None
     args: tuple[str, ...]  # the flags, for a caller that starts vmagent itself
@@ -94,9 +123,13 @@ def vmagent_config(directory: Path, *, probe_id: str, cc: str, asn: int | str, r
     scrape = directory / "scrape.yml"
     scrape.write_text("# Written by `probe enrol` (probe.fleet.vmagent): vmagent scrapes the local probe.\n"
                       + yaml.safe_dump(scrape_config(probe_id, metrics_address, interval_seconds), sort_keys=False))
+    relabel = directory / "remote-write-relabel.yml"
+    relabel.write_text("# Written by `probe enrol` (probe.fleet.vmagent): only these series leave this machine.\n"
+                       + yaml.safe_dump(remote_write_relabel(), sort_keys=False))
     args = [
         f"-promscrape.config={scrape}",
         f"-remoteWrite.url={remote_write_url}",
+        f"-remoteWrite.urlRelabelConfig={relabel}",
         f"-remoteWrite.tmpDataPath={buffer_dir}",
         f"-remoteWrite.maxDiskUsagePerURL={max_disk_usage}",
         f"-remoteWrite.label=probe={probe_id}",
@@ -117,7 +150,7 @@ def vmagent_config(directory: Path, *, probe_id: str, cc: str, asn: int | str, r
     env = directory / "vmagent.env"
     env.write_text("# Written by `probe enrol` (probe.fleet.vmagent); read by vmagent.service.\n"
                    f'VMAGENT_ARGS="{" ".join(args)}"\n')
-    return VmagentFiles(scrape, env, password_file, tuple(args))
+    return VmagentFiles(scrape, relabel, env, password_file, tuple(args))
 
 
 def _write_secret(path: Path, secret: str) -> None:

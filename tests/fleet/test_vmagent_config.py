@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from probe.fleet.vmagent import asn_label, vmagent_config
+from probe.fleet.vmagent import CENTRAL_FAMILIES, asn_label, vmagent_config
+from tests.synthetic_metrics import daemon_metrics, relabelled
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+METRICS_DOC = DEPLOY.parent / "docs" / "metrics.md"
 
 
 def test_config_files_flags_and_secret(tmp_path: Path) -> None:
@@ -106,3 +108,21 @@ def test_central_compose_is_structurally_sound() -> None:
     assert "-rule=/etc/rules/*.rules.yml" in services["vmalert"]["command"]
     datasource = yaml.safe_load((DEPLOY / "metrics" / "grafana-datasource.yml").read_text())
     assert datasource["datasources"][0]["url"] == "http://victoriametrics:8428"
+
+
+def test_only_the_fleet_series_are_sent_and_docs_say_how_many(tmp_path: Path) -> None:
+    """The relabel file ``probe enrol`` writes, applied to the daemon's real rendering (default targets,
+    upload on): the per-target families and histograms stay home; the figure in docs/metrics.md is this."""
+    files = vmagent_config(tmp_path, probe_id="p1", cc="DE", asn=3320, remote_write_url="https://m.example.org/w")
+    assert f"-remoteWrite.urlRelabelConfig={files.relabel_config}" in files.args
+    rules = yaml.safe_load(files.relabel_config.read_text())
+    sent = relabelled(daemon_metrics(upload=True), rules)
+    names = {series.split("{", 1)[0] for series in sent}
+    assert names == set(CENTRAL_FAMILIES) - {"probe_event_active", "probe_event_start_timestamp_seconds"}
+    assert not names & {"probe_blocking", "probe_reachable", "probe_scheduler_lag_seconds_bucket", "process_open_fds"}
+    assert sum(series.startswith("probe_service_state{") for series in sent) == 70  # 14 services x 5 states
+    with_events = relabelled(daemon_metrics(upload=True, events=3), rules)
+    assert len(with_events) == len(sent) + 6  # an ongoing event: its two series go too
+    match = re.search(r"default targets and the upload on sends (\d+) series", METRICS_DOC.read_text())
+    assert match, "docs/metrics.md states the series a fleet probe sends centrally"
+    assert int(match.group(1)) == len(sent)

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from probe.core import failures
 from probe.core.records import Event, format_time, mark_retest
-from probe.service.metrics import BLOCKING_TYPES, MetricsState, render
+from probe.service.metrics import BLOCKING_TYPES, MetricsState, registry_for, render
 
 NOW = 1_800_000_000.0
 
@@ -183,3 +183,32 @@ def test_output_passes_promtool_check_metrics() -> None:
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == b"" and done.stderr.strip() == b""
+
+
+def services(state: MetricsState) -> dict[tuple[str, str], float]:
+    """``probe_service_state`` by (service, state)."""
+    return {(labels["service"], labels["state"]): v for (name, pairs), v in samples(state).items()
+            if name == "probe_service_state" for labels in [dict(pairs)]}
+
+
+def test_service_state_is_one_hot_per_service_and_follows_the_verdicts() -> None:
+    state = MetricsState(clock=lambda: NOW)
+    state.observe([verdict(False, True, target="t1")], finished_at=NOW - 60)
+    state.observe([verdict(None, None, target="t2")], finished_at=NOW)
+    assert services(state) == {("svc", s): (1.0 if s == "inconclusive" else 0.0)
+                   for s in ("blocked", "throttled", "origin-withheld", "inconclusive", "ok")}
+    assert value(state, "probe_last_result_timestamp_seconds") == NOW
+    state.observe([verdict("tcp_ip", False, target="t2")], finished_at=NOW + 30)
+    assert services(state)[("svc", "blocked")] == 1.0
+    assert services(state)[("svc", "inconclusive")] == 0.0
+    assert value(state, "probe_last_result_timestamp_seconds") == NOW + 30
+    state.retain(["t1"])  # t2 no longer configured: the service is what t1 says
+    assert services(state)[("svc", "ok")] == 1.0
+
+
+def test_no_service_summary_before_a_verdict_nor_in_a_probe_answer() -> None:
+    state = MetricsState(clock=lambda: NOW)
+    assert not any(name.startswith(("probe_service_state", "probe_last_result")) for name, _ in samples(state))
+    state.observe([verdict("tcp_ip", False)])
+    on_demand = render(state, registry=registry_for(state, daemon=False, process=False, info=False)).decode()
+    assert "probe_service_state" not in on_demand and "probe_last_result" not in on_demand
