@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client.samples import Sample
+
 from probe.core import config, failures
 from probe.core.records import Event, format_time
 from probe.service.metrics import MetricsState, registry_for, render
@@ -90,24 +92,23 @@ def daemon_metrics(**kwargs: Any) -> str:
     return render(state, registry=registry_for(state)).decode()
 
 
-def relabelled(text: str, rules: list[dict[str, Any]], extra: tuple[str, ...] = ("up",)) -> list[str]:
-    """The series (``name{labels}``) of exposition ``text`` plus vmagent's own ``extra`` series that
-    pass ``keep``/``drop`` relabel ``rules`` (Prometheus semantics: source labels joined with ``;``,
-    the regex anchored): what vmagent's ``-remoteWrite.urlRelabelConfig`` lets through."""
+def relabelled(text: str, rules: list[dict[str, Any]], extra: tuple[str, ...] = ("up",)) -> list[Sample]:
+    """The samples of exposition ``text``, plus vmagent's own ``extra`` series (value 1), that pass
+    ``keep``/``drop`` relabel ``rules`` (Prometheus semantics: source labels joined with ``;``, the
+    regex anchored): what vmagent's ``-remoteWrite.urlRelabelConfig`` lets through."""
     import re
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    samples = [(s.name, dict(s.labels)) for f in text_string_to_metric_families(text) for s in f.samples]
-    samples += [(name, {}) for name in extra]
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    samples += [Sample(name, {}, 1.0) for name in extra]
     out = []
-    for name, labels in samples:
-        labels["__name__"] = name
+    for sample in samples:
+        labels = {**sample.labels, "__name__": sample.name}
         for rule in rules:
             value = ";".join(labels.get(src, "") for src in rule["source_labels"])
-            matched = re.fullmatch(rule.get("regex", "(.*)"), value) is not None
-            if matched != (rule["action"] == "keep"):
+            if (re.fullmatch(rule.get("regex", "(.*)"), value) is not None) != (rule["action"] == "keep"):
                 break
         else:
-            out.append(name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__") + "}")
+            out.append(sample)
     return out

@@ -5,10 +5,16 @@ circumvention and throttling results of tests/service/test_prometheus_e2e.py) is
 vmagent, configured by :func:`probe.fleet.vmagent.vmagent_config` exactly as ``probe enrol`` writes
 it, remote-writing with basic auth to one VictoriaMetrics on loopback. Checked:
 
-* the series arrive with each probe's ``probe``, ``cc``, ``asn`` and ``instance`` labels;
-* every alert expression of deploy/rules/probe.rules.yml, evaluated by VictoriaMetrics, returns the
-  expected series (and only those), and the rules file passes ``vmalert -dryRun``;
-* every dashboard panel query (per-probe dashboards and the fleet overview) returns data;
+* the series arrive with each probe's ``probe``, ``cc``, ``asn`` and ``instance`` labels, and only
+  what the fleet needs arrives: per probe, exactly the series of the daemon's own ``/metrics`` that
+  the relabel rules ``probe enrol`` writes keep (each service's state, health, build, ``up``); no
+  per-target family, histogram or ``scrape_*`` series;
+* the alert expressions of deploy/rules/probe.rules.yml that read probe-level series (down, config
+  reload failed, store errors) return the expected series centrally, the per-target ones none (those
+  are for a Prometheus scraping the probe, tests/service/test_prometheus_e2e.py); both rule files pass
+  ``vmalert -dryRun``;
+* vmalert records deploy/rules/fleet.rules.yml, and every fleet dashboard panel query returns data:
+  the overview's cells, the probes seeing blocking and the result ages are the expected series;
 * VictoriaMetrics stopped for ``OUTAGE`` seconds (20 here; bench/vmagent_soak.py does the two
   minutes of the issue) leaves no gap: the raw samples exported over the outage window are never
   more than ``MAX_GAP`` apart (vmagent's disk buffer sends them once the store is back), and a range
@@ -31,7 +37,7 @@ import pytest
 import yaml
 
 from deploy.grafana.dashboards import STATES
-from probe.fleet.vmagent import vmagent_config
+from probe.fleet.vmagent import CENTRAL_FAMILIES, vmagent_config
 from tests.service.test_metrics_docs import documented_families
 from tests.service.test_prometheus_e2e import (
     benign,
@@ -41,6 +47,7 @@ from tests.service.test_prometheus_e2e import (
     loopback_servers,
     settings,
 )
+from tests.synthetic_metrics import relabelled
 from tests.vm import (
     MISSING,
     SKIP_REASON,
@@ -67,6 +74,24 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)
 def alert_exprs() -> dict[str, str]:
     data = yaml.safe_load((DEPLOY / "rules" / "probe.rules.yml").read_text())
     return {r["alert"]: r["expr"] for g in data["groups"] for r in g["rules"]}
+
+
+def fleet_queries() -> list[tuple[str, str]]:
+    return [(where, expr) for where, expr in dashboard_queries() if where.startswith("probe-fleet.json")]
+
+
+def sent(port: int, rules: list[dict[str, Any]]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    """What the relabel ``rules`` keep of one scrape of the daemon's own /metrics (and vmagent's ``up``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())) for s in relabelled(text, rules)}
+
+
+def arrived(vm: VictoriaMetrics, probe_id: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    """The series of one probe in VictoriaMetrics, without the labels vmagent adds."""
+    added = {"__name__", "probe", "cc", "asn", "instance", "job"}
+    return {(r["metric"]["__name__"], frozenset((k, v) for k, v in r["metric"].items() if k not in added))
+            for r in vm.query(f'{{probe="{probe_id}"}}')}
 
 
 def by(result: list[dict[str, Any]], *keys: str) -> set[tuple[str, ...]]:
@@ -106,6 +131,8 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
     vm = VictoriaMetrics(tmp_path / "vm", auth=AUTH).start()
     procs: list[subprocess.Popen[Any]] = []
     daemons: dict[str, subprocess.Popen[str]] = {}
+    ports_of: dict[str, int] = {}
+    relabel: list[dict[str, Any]] = []
     try:
         with loopback_servers(good_tls) as ports:
             files: dict[str, Path] = {}
@@ -114,12 +141,14 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
                 files[probe_id].write_text(settings(ports, ca_file, tmp_path / f"{probe_id}.sqlite") + benign(ports))
                 probe_port, agent_port = free_port(), free_port()
                 daemons[probe_id] = start_daemon(files[probe_id], probe_port)
+                ports_of[probe_id] = probe_port
                 agent = vmagent_config(
                     tmp_path / f"vmagent-{probe_id}", probe_id=probe_id, cc=cc, asn=asn,
                     remote_write_url=f"{vm.base}/api/v1/write", username=AUTH[0], password=AUTH[1],
                     metrics_address=f"127.0.0.1:{probe_port}", interval_seconds=INTERVAL,
                     buffer_dir=tmp_path / f"buffer-{probe_id}", max_disk_usage="500MB",
                     listen=f"127.0.0.1:{agent_port}")
+                relabel = yaml.safe_load(agent.relabel_config.read_text())
                 procs.append(start_vmagent(agent.args, agent_port))
             procs.extend(daemons.values())
             procs.append(start_vmalert(fast_rules(tmp_path, "fleet.rules.yml"), vm))
@@ -128,10 +157,19 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             expected = {(p, cc, f"AS{asn}", p, "probe") for p, (cc, asn) in PROBES.items()}
             wait_for(lambda: by(vm.query("probe_build_info"), "probe", "cc", "asn", "instance", "job")
                        == expected, 60, "both probes in VictoriaMetrics")
-            wait_for(lambda: len(vm.query('probe_reachable{service="web"}')) >= 12, 60, "web checks of both")
-            assert by(vm.query('probe_reachable{service="web", check="tls"}'), "probe", "cc", "asn") == \
+            wait_for(lambda: len(vm.query('probe_service_state{service="web"}')) == 10, 60, "web's states of both")
+            assert by(vm.query('probe_service_state{service="web", state="ok"} == 1'), "probe", "cc", "asn") == \
                 {(p, cc, f"AS{asn}") for p, (cc, asn) in PROBES.items()}
             assert by(vm.query("up"), "probe", "job") == {(p, "probe") for p in PROBES}
+            # only what the relabel rules keep of each daemon's /metrics arrives, all of it
+            for probe_id, port in ports_of.items():
+                wait_for(lambda p=probe_id, port=port: arrived(vm, p) == sent(port, relabel), 60,
+                         f"exactly the kept series of {probe_id}")
+                assert 20 < len(arrived(vm, probe_id)) < 100, len(arrived(vm, probe_id))  # 1,500 on its /metrics
+            names = {r["metric"]["__name__"] for r in vm.query('count by (__name__) ({__name__=~".+"})')}
+            assert names <= set(CENTRAL_FAMILIES) | {"asn_service:probe_service_state:sum"}, names
+            assert vm.query('{__name__=~"probe_(reachable|blocking|accessible|check_.+|scheduler_lag_seconds_.+)'
+                            '|process_.+|scrape_.+"}') == []
             for name, expr in exprs.items():
                 assert vm.query(expr) == [], f"{name} fires while both probes are benign"
             # every probe_* family a real daemon sent is one docs/metrics.md lists
@@ -142,29 +180,44 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             # -- probe-a: throttling starts, a target is blocked, another hangs -----------------------
             files["probe-a"].write_text(settings(ports, ca_file, tmp_path / "probe-a.sqlite") + blocking(ports))
             daemons["probe-a"].send_signal(signal.SIGHUP)
-            wait_for(lambda: vm.query(exprs["ProbeBlockingStarted"]), 60, "blocking alert expression")
-            wait_for(lambda: vm.query(exprs["ProbeStale"]), 60, "stale alert expression")
+            files["probe-b"].write_text("targets: [not: valid\n")  # probe-b: a broken configuration
+            daemons["probe-b"].send_signal(signal.SIGHUP)
+            wait_for(lambda: vm.query(exprs["ProbeConfigReloadFailed"]), 60, "the reload alert expression")
+            assert by(vm.query(exprs["ProbeConfigReloadFailed"]), "probe", "cc", "asn") == \
+                {("probe-b", "IR", "AS58224")}
+            wait_for(lambda: vm.query('asn_service:probe_service_state:sum{state="blocked"} > 0') and vm.query(
+                'asn_service:probe_service_state:sum{state="inconclusive"} > 0'), 60,
+                "vmalert's recorded series of the blocking phase")
             wait_for(lambda: vm.query('probe_event_active{type="throttling"}'), 60, "a throttling event")
-            assert by(vm.query(exprs["ProbeBlockingStarted"]), "probe", "cc", "asn", "instance", "target", "type") \
-                == {("probe-a", "DE", "AS3320", "probe-a", "blocked", "tcp_ip")}
-            assert by(vm.query(exprs["ProbeThrottlingDetected"]), "probe", "cc", "asn", "target") == \
-                {("probe-a", "DE", "AS3320", "web")}
-            assert by(vm.query(exprs["ProbeStale"]), "probe", "target") == {("probe-a", "stuck")}
-            for name in ("ProbeDown", "ProbeConfigReloadFailed", "ProbeStoreWriteErrors"):
+            expected_states = {
+                ("probe-a", "DE", "AS3320", "chat", "blocked"), ("probe-a", "DE", "AS3320", "web", "throttled"),
+                ("probe-a", "DE", "AS3320", "video", "inconclusive"), ("probe-a", "DE", "AS3320", "control", "ok"),
+                ("probe-b", "IR", "AS58224", "web", "ok"), ("probe-b", "IR", "AS58224", "control", "ok")}
+            wait_for(lambda: by(vm.query("probe_service_state == 1"), "probe", "cc", "asn", "service", "state")
+                     == expected_states, 60, "each probe's view of each service")
+            # the per-target alerts have no series here: they are for a Prometheus scraping the probe
+            for name in ("ProbeBlockingStarted", "ProbeThrottlingDetected", "ProbeStale", "ProbeDown",
+                         "ProbeStoreWriteErrors", "ProbeStoreRecordsDropped"):
                 assert vm.query(exprs[name]) == [], name
-            wait_for(lambda: vm.query("probe_service:blocked:max == 1") and vm.query(
-                "probe_service:inconclusive:max == 1"), 60, "vmalert's recorded series of the blocking phase")
             time.sleep(2)
             now = time.time()
-            missing = [(where, expr) for where, expr in dashboard_queries()
+            missing = [(where, expr) for where, expr in fleet_queries()
                        if not vm.query_range(expr, now - 60, now, INTERVAL)]
-            assert missing == [], f"panels without data in VictoriaMetrics: {missing}"
+            assert missing == [], f"fleet panels without data in VictoriaMetrics: {missing}"
+            panel = dict(fleet_queries())
+            assert by(vm.query(panel["probe-fleet.json: Probes seeing blocking or throttling"]),
+                      "probe", "cc", "asn", "service", "state") == {
+                ("probe-a", "DE", "AS3320", "chat", "blocked"), ("probe-a", "DE", "AS3320", "web", "throttled")}
+            ages = vm.query(panel["probe-fleet.json: Probe health: newest result age"])
+            assert by(ages, "probe", "cc", "asn") == {(p, cc, f"AS{asn}") for p, (cc, asn) in PROBES.items()}
+            assert all(0 <= float(r["value"][1]) < 60 for r in ages), ages
             # the fleet overview's cells: (service, cc, asn) -> probes in each state
             states = {}
             for state, expr in STATES.items():
                 expr = expr.replace("$cc", ".*").replace("$asn", ".*").replace("$service", ".*")
-                for row in vm.query(f"count by (service, cc, asn) ({expr})"):
-                    states[(state, *(row["metric"][k] for k in ("service", "cc", "asn")))] = row["value"][1]
+                for row in vm.query(expr):
+                    if row["value"][1] != "0":
+                        states[(state, *(row["metric"][k] for k in ("service", "cc", "asn")))] = row["value"][1]
             assert states == {
                 ("blocked", "chat", "DE", "AS3320"): "1", ("throttled", "web", "DE", "AS3320"): "1",
                 ("outage", "video", "DE", "AS3320"): "1",
