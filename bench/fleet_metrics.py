@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from probe.analysis.service_state import SERVICE_STATES, service_states, target_state  # noqa: E402
+from probe.analysis.service_state import service_states, target_state  # noqa: E402
 from probe.core import config  # noqa: E402
 from probe.fleet.vmagent import remote_write_relabel  # noqa: E402
 from probe.service.metrics import BLOCKING_TYPES  # noqa: E402
@@ -192,9 +192,8 @@ def new_lines(probe: Probe, stamps: list[int], template: list[tuple[str, str, fl
     for name, labels, value in template:
         series(name, labels, value)
     states = service_states((service, target_state(*probe.verdict(kind))) for service, kind in probe.kinds.values())
-    for service, current in sorted(states.items()):
-        for state in SERVICE_STATES:
-            series("probe_service_state", f',service="{service}",state="{state}"', 1 if state == current else 0)
+    for service, state in sorted(states.items()):
+        series("probe_service_state", f',service="{service}",state="{state}"', 1)
     series("probe_last_result_timestamp_seconds", "", max(probe.last_checks.values()))
     _events(series, probe, stamps[-1] / 1000)
     return out

@@ -228,9 +228,9 @@ def _fleet_var(name: str, label: str, query: str) -> dash_b.QueryVariable:
 
 
 #: Probes per (network, service, state), recorded by deploy/rules/fleet.rules.yml from each probe's
-#: one-hot ``probe_service_state`` (the probe rolls its targets' verdicts up itself; vmagent sends
-#: nothing per target). About 20,000 series at 10,000 probes, where the per-probe gauges are 700,000.
-COUNTS = "asn_service:probe_service_state:sum"
+#: ``probe_service_state`` (the probe rolls its targets' verdicts up itself; vmagent sends nothing
+#: per target). A few thousand series at 10,000 probes, where the per-probe ones are 140,000.
+COUNTS = "asn_service:probe_service_state:count"
 
 
 def _counted(states: str) -> str:
@@ -238,16 +238,23 @@ def _counted(states: str) -> str:
     return f'sum by (service, cc, asn) ({COUNTS}{{{NET}, service=~"$service", state=~"{states}"}})'
 
 
-#: The states of a (probe, service), as the overview counts them per network (column -> states).
-STATES = {
-    "blocked": _counted("blocked"),
-    "throttled": _counted("throttled"),
-    "withheld by origin": _counted("origin-withheld"),
-    "outage": _counted("inconclusive"),
-    "ok": _counted("ok"),
-}
-#: The network's probes that measure the service (every state: they are one-hot).
+#: The network's probes that measure the service (every state: a probe's service is in one).
 PROBES = _counted(".*")
+
+
+def _cells(states: str) -> str:
+    """Like :func:`_counted`, with 0 for the (service, network) cells where no probe is in ``states``."""
+    return f"{_counted(states)} or 0 * {PROBES}"
+
+
+#: The states of a (probe, service), as the overview counts them per network (column -> probes).
+STATES = {
+    "blocked": _cells("blocked"),
+    "throttled": _cells("throttled"),
+    "withheld by origin": _cells("origin-withheld"),
+    "outage": _cells("inconclusive"),
+    "ok": _cells("ok"),
+}
 
 
 def _link(title: str, url: str) -> dashboard.DynamicConfigValue:
@@ -288,7 +295,7 @@ def fleet() -> dash_b.Dashboard:
                    .tags(["probe"]).as_dropdown(True).include_vars(False).keep_time(True)))
     counts = list(zip("ABCDE", STATES.values(), strict=True))
     probes = ("F", PROBES)
-    shares = ("G", f"{STATES['blocked']} / {PROBES}")
+    shares = ("G", f"({STATES['blocked']}) / {PROBES}")
     names = {f"Value #{ref}": name for ref, name in zip("ABCDEFG", [*STATES, "probes", "share blocked"], strict=True)}
     events = f'probe_event_active{{{NET}, service=~"$service"}}'
     up = f'up{{job="probe", {NET}}}'

@@ -23,7 +23,7 @@ counts as ``blocked``, as the former recording rule ``(1 - accessible) * (1 - in
 
 A service's state is the first of :data:`SERVICE_STATES` that any of its targets is in: blocking
 outranks throttling, both outrank what the origin withholds, and a service is ``ok`` only when
-every target was accessible. So the states of one service are one-hot: exactly one is 1.
+every target was accessible. So a service is in exactly one state.
 """
 
 from __future__ import annotations

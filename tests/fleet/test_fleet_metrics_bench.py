@@ -25,10 +25,10 @@ def test_fleet_metrics_benchmark_runs_every_panel_query_of_both_designs() -> Non
     figures = json.loads(done.stdout.splitlines()[-1])
     new, old = figures["new"], figures["old"]
     assert new["probes"] == old["probes"] == 320
-    # what vmagent sends: ~100 series per probe, against ~600 of the old design's per-target series
-    assert 80 * 320 < new["series"] < 120 * 320 < 500 * 320 < old["series"], (new["series"], old["series"])
+    # what vmagent sends: ~45 series per probe, against ~600 of the old design's per-target series
+    assert 30 * 320 < new["series"] < 60 * 320 < 500 * 320 < old["series"], (new["series"], old["series"])
     for design in (new, old):
         assert all(rule["series"] > 0 for rule in design["rules"]), design["rules"]
         empty = [row["panel"] for row in design["panels"] if row["series"] == 0]
         assert empty == [], (design["design"], empty)
-    assert figures["ratio_old_to_new"]["series"] > 4
+    assert figures["ratio_old_to_new"]["series"] > 8

@@ -191,19 +191,17 @@ def services(state: MetricsState) -> dict[tuple[str, str], float]:
             if name == "probe_service_state" for labels in [dict(pairs)]}
 
 
-def test_service_state_is_one_hot_per_service_and_follows_the_verdicts() -> None:
+def test_service_state_is_one_series_per_service_and_follows_the_verdicts() -> None:
     state = MetricsState(clock=lambda: NOW)
     state.observe([verdict(False, True, target="t1")], finished_at=NOW - 60)
     state.observe([verdict(None, None, target="t2")], finished_at=NOW)
-    assert services(state) == {("svc", s): (1.0 if s == "inconclusive" else 0.0)
-                   for s in ("blocked", "throttled", "origin-withheld", "inconclusive", "ok")}
+    assert services(state) == {("svc", "inconclusive"): 1.0}  # one series per service: its state
     assert value(state, "probe_last_result_timestamp_seconds") == NOW
     state.observe([verdict("tcp_ip", False, target="t2")], finished_at=NOW + 30)
-    assert services(state)[("svc", "blocked")] == 1.0
-    assert services(state)[("svc", "inconclusive")] == 0.0
+    assert services(state) == {("svc", "blocked"): 1.0}
     assert value(state, "probe_last_result_timestamp_seconds") == NOW + 30
     state.retain(["t1"])  # t2 no longer configured: the service is what t1 says
-    assert services(state)[("svc", "ok")] == 1.0
+    assert services(state) == {("svc", "ok"): 1.0}
 
 
 def test_no_service_summary_before_a_verdict_nor_in_a_probe_answer() -> None:

@@ -285,8 +285,8 @@ def test_prometheus_scrapes_the_daemon_dashboards_and_alerts(tmp_path: Path, ca_
             wait_for(lambda: prom.query(exprs["ProbeStale"]), 30, "stale target")
             wait_for(lambda: prom.query(exprs["ProbeThrottlingDetected"]), 30, "throttling")
             wait_for(lambda: prom.query("probe_event_active"), 30, "a detected event (the fleet time line)")
-            wait_for(lambda: prom.query('asn_service:probe_service_state:sum{state="blocked"} > 0') and prom.query(
-                'asn_service:probe_service_state:sum{state="inconclusive"} > 0'), 30, "the fleet recording rules")
+            wait_for(lambda: prom.query('asn_service:probe_service_state:count{state="blocked"} > 0') and prom.query(
+                'asn_service:probe_service_state:count{state="inconclusive"} > 0'), 30, "the fleet recording rules")
             time.sleep(2)
             missing = [title for title, expr in dashboard_queries() if not prom.query_range(expr)]
             assert missing == [], f"panels without data: {missing}"
