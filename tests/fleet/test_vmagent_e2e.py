@@ -9,10 +9,10 @@ it, remote-writing with basic auth to one VictoriaMetrics on loopback. Checked:
   what the fleet needs arrives: per probe, exactly the series of the daemon's own ``/metrics`` that
   the relabel rules ``probe enrol`` writes keep (each service's state, health, build, ``up``); no
   per-target family, histogram or ``scrape_*`` series;
-* the alert expressions of deploy/rules/probe.rules.yml that read probe-level series (down, config
-  reload failed, store errors) return the expected series centrally, the per-target ones none (those
-  are for a Prometheus scraping the probe, tests/service/test_prometheus_e2e.py); both rule files pass
-  ``vmalert -dryRun``;
+* the alert expressions of deploy/rules/probe.rules.yml that read probe-level series or events
+  (down, config reload failed, store errors, throttling) return the expected series centrally, the
+  ones over per-target verdicts none (those are for a Prometheus scraping the probe,
+  tests/service/test_prometheus_e2e.py); both rule files pass ``vmalert -dryRun``;
 * vmalert records deploy/rules/fleet.rules.yml, and every fleet dashboard panel query returns data:
   the overview's cells, the probes seeing blocking and the result ages are the expected series;
 * VictoriaMetrics stopped for ``OUTAGE`` seconds (20 here; bench/vmagent_soak.py does the two
@@ -165,7 +165,8 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             for probe_id, port in ports_of.items():
                 wait_for(lambda p=probe_id, port=port: arrived(vm, p) == sent(port, relabel), 60,
                          f"exactly the kept series of {probe_id}")
-                assert 20 < len(arrived(vm, probe_id)) < 100, len(arrived(vm, probe_id))  # 1,500 on its /metrics
+                kept, everything = len(arrived(vm, probe_id)), len(sent(port, []))  # [] keeps the whole /metrics
+                assert 0 < kept < everything / 5, (kept, everything)
             names = {r["metric"]["__name__"] for r in vm.query('count by (__name__) ({__name__=~".+"})')}
             assert names <= set(CENTRAL_FAMILIES) | {"asn_service:probe_service_state:count"}, names
             assert vm.query('{__name__=~"probe_(reachable|blocking|accessible|check_.+|scheduler_lag_seconds_.+)'
@@ -195,9 +196,13 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
                 ("probe-b", "IR", "AS58224", "web", "ok"), ("probe-b", "IR", "AS58224", "control", "ok")}
             wait_for(lambda: by(vm.query("probe_service_state == 1"), "probe", "cc", "asn", "service", "state")
                      == expected_states, 60, "each probe's view of each service")
-            # the per-target alerts have no series here: they are for a Prometheus scraping the probe
-            for name in ("ProbeBlockingStarted", "ProbeThrottlingDetected", "ProbeStale", "ProbeDown",
-                         "ProbeStoreWriteErrors", "ProbeStoreRecordsDropped"):
+            # throttling alerts through its event (events are sent); the per-target verdicts and
+            # timestamps are not sent, so the blocking and stale alerts stay for a Prometheus
+            # scraping the probe (tests/service/test_prometheus_e2e.py)
+            assert by(vm.query(exprs["ProbeThrottlingDetected"]), "probe", "cc", "asn", "target") == \
+                {("probe-a", "DE", "AS3320", "web")}
+            for name in ("ProbeBlockingStarted", "ProbeStale", "ProbeDown", "ProbeStoreWriteErrors",
+                         "ProbeStoreRecordsDropped"):
                 assert vm.query(exprs[name]) == [], name
             time.sleep(2)
             now = time.time()
