@@ -54,6 +54,11 @@ T = TypeVar("T")
 BATCH_RESULTS = ("accepted", "bad_request", "forbidden", "unauthorized", "too_large",
                  "rate_limited", "unavailable")
 
+#: Upload lag buckets: a probe uploading every minute lands in the first ones; a backlog after a probe's
+#: (or the collector's) outage in the hours and days ones, up to the contract's 30-day window.
+UPLOAD_LAG_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+                      2 * 86400, 7 * 86400, 30 * 86400)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -90,6 +95,9 @@ class Metrics:
                                                               2.5, 5, 10))
         self.in_flight = prom.Gauge("probe_collector_in_flight_requests", "Requests being served", registry=r)
         self.enrolments = prom.Counter("probe_collector_enrolments", "Probes enrolled", registry=r)
+        self.upload_lag = prom.Histogram("probe_collector_upload_lag_seconds",
+                                         "Time from a measurement's start to its storing here (new ones only)",
+                                         registry=r, buckets=UPLOAD_LAG_BUCKETS)
         event_labels = ["service", "cc", "asn", "type"]
         self.event_active = prom.Gauge("probe_fleet_event_active", "1 per ongoing fleet event (asn=\"\": country-wide)",
                                        event_labels, registry=r)
@@ -249,20 +257,28 @@ class Collector:
             raise HTTPError(400, "bad_request", {"error": "invalid measurements; nothing stored",
                                                  "errors": errors})
         try:
-            accepted = await self._store(batch)
+            new = await self._store(batch)
         except psycopg.errors.CheckViolation:  # no partition for a day: retention dropped one we knew
             self.known_days.clear()
-            accepted = await self._store(batch)
+            new = await self._store(batch)
+        self._observe_lag(new, time.time())
+        accepted = len(new)
         self.metrics.ingested.inc(accepted)
         self.metrics.duplicates.inc(len(batch) - accepted)
         return {"accepted": accepted, "duplicates": len(batch) - accepted}
 
-    async def _store(self, batch: list[contract.Measurement]) -> int:
+    async def _store(self, batch: list[contract.Measurement]) -> list[contract.Measurement]:
         missing = {m.day for m in batch} - self.known_days
         if missing:
             await self._db("partitions", lambda conn: central.ensure_partitions_async(conn, missing))
             self.known_days |= missing
-        return await self._db("ingest", lambda conn: central.ingest(conn, batch)) if batch else 0
+        return await self._db("ingest", lambda conn: central.ingest(conn, batch)) if batch else []
+
+    def _observe_lag(self, stored: list[contract.Measurement], now: float) -> None:
+        """Upload lag of what was stored now: a duplicate (a retry) is not counted twice; a probe
+        clock ahead of ours counts as no lag."""
+        for m in stored:
+            self.metrics.upload_lag.observe(max(0.0, now - m.start_time.timestamp()))
 
     def _validate(self, items: list[Any], lines: list[str] | None
                   ) -> tuple[list[contract.Measurement], list[dict[str, Any]]]:
