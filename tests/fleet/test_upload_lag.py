@@ -1,17 +1,22 @@
 """The collector's upload lag (``probe_collector_upload_lag_seconds``) on a real PostgreSQL: the time
-from each new measurement's start to its storing, a retried measurement not counted twice."""
+from each new measurement's start to its storing, a retried measurement not counted twice; and
+docs/metrics.md lists every family of the collector's /metrics."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 import httpx
+import prometheus_client as prom
 from prometheus_client.parser import text_string_to_metric_families
 
+from probe.fleet.collector import Metrics
 from probe.fleet.enrol import enrol
 from probe.fleet.localpg import CollectorProcess, sample_measurement
 from tests.fleet.test_collector import post
+from tests.service.test_metrics_docs import DOC, exported_families
 
 Start = Callable[..., CollectorProcess]
 
@@ -42,3 +47,11 @@ def test_upload_lag_counts_each_new_measurement_once(db: str, token: str, collec
     # start times have whole seconds; a generous margin for a slow upload under load
     assert (lag["60.0"], lag["1800.0"], lag["3600.0"], lag["10800.0"], lag["+Inf"]) == (1, 1, 2, 3, 3), lag
     assert 2 * 3600 + 40 * 60 <= lag["sum"] <= 2 * 3600 + 40 * 60 + 2 + 3 * 60, lag["sum"]
+
+
+def test_every_collector_family_is_documented() -> None:
+    """docs/metrics.md's collector sections list exactly the families of the collector's /metrics."""
+    text = DOC.read_text()
+    documented = set(re.findall(r"^\| `(probe_[a-z_]+)` \|", text[text.index("\n## Collector"):], re.M))
+    exported = exported_families(prom.generate_latest(Metrics().registry).decode())
+    assert {name for name in exported if not name.endswith("_created")} == documented
