@@ -358,7 +358,7 @@ def fleet() -> dash_b.Dashboard:
 #: Series that only a fleet with a collector has (its own /metrics, and the upload families of the
 #: probes that upload to it): a single probe's end-to-end tests leave the panels reading them to
 #: tests/fleet/test_fleet_dashboard_e2e.py, which runs a collector.
-COLLECTOR_SERIES = re.compile(r"\bprobe_(fleet_event|collector|upload)_")
+COLLECTOR_SERIES = re.compile(r"\bprobe_(fleet_events?|collector|upload)_")
 
 #: The selected networks and services, for the collector's events; a country-wide event (asn="")
 #: stays in view whatever ASNs are selected.
