@@ -425,10 +425,9 @@ def fleet_health(board: dash_b.Dashboard) -> dash_b.Dashboard:
            .unit("s").description("Time from a measurement's start to its storing at the collector (all probes: "
                                   "the collector has no per-probe label). A probe uploading every minute stays "
                                   "near a minute; a backlog after an outage shows as hours."))
-    for ref, q in zip("ABC", ("0.5", "0.95", "0.99"), strict=True):
+    for ref, q, legend in (("A", "0.5", "p50"), ("B", "0.95", "p95"), ("C", "0.99", "p99")):
         lag = lag.with_target(_q(f"histogram_quantile({q}, sum by (le) "
-                                 f"(rate(probe_collector_upload_lag_seconds_bucket[{RATE}])))",
-                                 f"p{q[2:].ljust(2, '0')}", ref))
+                                 f"(rate(probe_collector_upload_lag_seconds_bucket[{RATE}])))", legend, ref))
     probe_up = "max by (probe, cc, asn)"
     return (board
             .with_panel(stat.Panel().title("Probes uploaded in the last hour").datasource(DS)
