@@ -383,37 +383,55 @@ def _unit(name: str, unit: str) -> tuple[str, list[dashboard.DynamicConfigValue]
     return name, [dashboard.DynamicConfigValue(id_val="unit", value=unit)]
 
 
+def _at_end(family: str) -> str:
+    """The family's value at the end of the dashboard's range, at every step (``@ end()``): an event
+    found late is drawn from its estimated start, not from when the collector first exported it."""
+    return f"({family}{{{EVENTS}}} @ end())"
+
+
+#: Per step, the share of each fleet event that had started by then and not ended yet; one row per
+#: (service, network, kind), an event that ended and came back (another ``id``) on the same row.
+TIMELINE = (f"max by ({EVENT}) ({_at_end('probe_fleet_event_share')}"
+            f" and on (id) {_at_end('probe_fleet_event_start_timestamp_seconds')} <= time()"
+            f" unless on (id) {_at_end('probe_fleet_event_end_timestamp_seconds')} <= time())")
+
+
 def fleet_events(board: dash_b.Dashboard) -> dash_b.Dashboard:
     """Row "Fleet events": the collector's events per network (probe_fleet_event_*), one per event."""
     board, y = _row(board, "Fleet events (the collector: enough probes of a network see the same blocking)")
-    of = f"max by ({EVENT})"
-    ongoing = _table("Ongoing fleet events", _grid(8, 20, 4, y),
+    of = f"max by ({EVENT}, id)"
+    events = (_table("Fleet events: ongoing and ended in the last 7 days", _grid(8, 20, 4, y),
                      "One row per event the collector's job found: enough probes of the network (asn empty: the "
-                     "whole country) see the same kind of blocking, outages excluded. Since: the estimated start "
-                     "(between the last good and the first bad measurement); share: of the network's reporting "
-                     "probes. Start and end bounds: `probe collector events`. Click an ASN for its probes.",
+                     "whole country) see the same kind of blocking, outages excluded. Since and until: estimated "
+                     "(between the last good and the first bad measurement, and back); no until: ongoing. Share: "
+                     "of the network's reporting probes. The bounds: `probe collector events`. Click an ASN for "
+                     "its probes.",
                      ("A", f"{of} (probe_fleet_event_start_timestamp_seconds{{{EVENTS}}}) * 1000"),
-                     ("B", f"{of} (probe_fleet_event_share{{{EVENTS}}})"),
-                     ("C", f"{of} (probe_fleet_event_probes{{{EVENTS}}})"),
-                     renames={"Value #A": "since", "Value #B": "share of probes", "Value #C": "probes",
-                              "type": "kind"})
-    for name, properties in (_unit("since", "dateTimeAsIso"), _unit("share of probes", "percentunit")):
-        ongoing = ongoing.override_by_name(name, properties)
+                     ("B", f"{of} (probe_fleet_event_end_timestamp_seconds{{{EVENTS}}}) * 1000"),
+                     ("C", f"{of} (probe_fleet_event_share{{{EVENTS}}})"),
+                     ("D", f"{of} (probe_fleet_event_probes{{{EVENTS}}})"),
+                     renames={"Value #A": "since", "Value #B": "until", "Value #C": "share of probes",
+                              "Value #D": "probes", "type": "kind"})
+              .with_transformation(dashboard.DataTransformerConfig(
+                  id_val="organize", options={"excludeByName": {"id": True}})))
+    for name, properties in (_unit("since", "dateTimeAsIso"), _unit("until", "dateTimeAsIso"),
+                             _unit("share of probes", "percentunit")):
+        events = events.override_by_name(name, properties)
     return (board
             .with_panel(stat.Panel().title("Fleet events now").datasource(DS).grid_pos(_grid(8, 4, 0, y))
                         .description("Ongoing fleet events in the selected countries, networks and services: each "
                                      "is one alert (FleetCensorshipEvent), not one per probe.")
                         .reduce_options(LAST).thresholds(_steps("green", (1, "red")))
-                        .with_target(_q(f"count({of} (probe_fleet_event_active{{{EVENTS}}}) == 1) or vector(0)")))
-            .with_panel(ongoing)
+                        .with_target(_q(f"count(max by ({EVENT}) (probe_fleet_event_active{{{EVENTS}}}) == 1)"
+                                        " or vector(0)")))
+            .with_panel(events)
             .with_panel(statetimeline.Panel().title("Fleet events on a time line (share of probes)").datasource(DS)
                         .grid_pos(_grid(9, 24, 0, y + 8)).unit("percentunit").min(0).max(1)
-                        .description("A bar per fleet event, from when the collector's job found it to its end, "
-                                     "valued by the share of the network's probes that see it. The estimated "
-                                     "start (often earlier: the job waits for enough probes) is in the table "
-                                     "above.")
-                        .with_target(_q(f"{of} (probe_fleet_event_share{{{EVENTS}}})",
-                                        "{{service}} {{type}} in {{cc}} {{asn}}"))
+                        .description("A bar per fleet event from its estimated start to its end (ongoing: to now), "
+                                     "valued by the share of the network's probes that see it. Drawn from what "
+                                     "the collector exports at the end of the time range: the ongoing events and "
+                                     "those ended in the 7 days before.")
+                        .with_target(_q(TIMELINE, "{{service}} {{type}} in {{cc}} {{asn}}"))
                         .thresholds(_steps("orange", (0.5, "red")))
                         .merge_values(True).show_value(common.VisibilityMode.AUTO)))
 

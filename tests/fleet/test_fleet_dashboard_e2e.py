@@ -10,7 +10,10 @@ Prometheus; only the addresses and the interval changed):
 * every query of the panels that read the collector's series (``COLLECTOR_SERIES``: the rows
   "Fleet events" and "Fleet health") returns data in VictoriaMetrics and in Prometheus, the
   ``or vector(0)`` fallbacks taken off;
-* the events table shows what the collector's database holds (start, share, probes);
+* the events table shows what the collector's database holds (start, end, share, probes), and the
+  time line draws each event from its estimated start (long before the collector found it) to its
+  end: the ban, and an ended event written into the database beside it (one ended 8 days ago is
+  no longer exported);
 * deploy/rules/fleet-events.rules.yml in a real vmalert (notifying a receiver here) and in
   Prometheus: exactly one FleetCensorshipEvent alert per event, though two collectors export it.
 """
@@ -34,6 +37,7 @@ import psycopg
 import pytest
 import yaml
 
+from probe.analysis.fleet_events import FleetEvent
 from probe.cli import main
 from probe.fleet import events as fleet_events
 from probe.fleet.enrol import load
@@ -61,6 +65,10 @@ def collector_job(config: Path, targets: list[str]) -> dict[str, Any]:
     job: dict[str, Any] = next(j for j in jobs if j["job_name"] == "collector")
     job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": targets}])
     return job
+
+
+def stamp(rfc3339: str) -> float:
+    return dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
 
 @pytest.fixture
@@ -91,6 +99,20 @@ def event_key(labels: dict[str, str]) -> tuple[str, ...]:
     return tuple(labels.get(k, "") for k in ("service", "cc", "asn", "type"))
 
 
+def ended_event(event_id: str, start: float, end: float) -> FleetEvent:
+    """An ended event of the video service in AS2, as the job would store it."""
+    return FleetEvent(id=event_id, scope="asn", network="AS2", cc="AA", asn="AS2", service="video", type="tcp_ip",
+                      start_time=start, start_low=start - 60, start_high=start + 60, end_time=end, end_low=end - 60,
+                      end_high=end + 60, probes=3, reporting=4, share=0.75, detected_at=start + 900,
+                      updated_at=end + 900)
+
+
+def bar(points: list[list[Any]]) -> tuple[float, float]:
+    """The first and last step of a time line series with a value."""
+    stamps = [float(t) for t, value in points if value not in ("NaN", None)]
+    return stamps[0], stamps[-1]
+
+
 def test_vmalert_loads_the_fleet_events_rules() -> None:
     """deploy/metrics' vmalert glob takes fleet-events.rules.yml (and not the promtool tests), and
     vmalert accepts it."""
@@ -110,7 +132,10 @@ def test_vmalert_loads_the_fleet_events_rules() -> None:
 def test_collector_panels_and_one_alert_per_fleet_event(
         db: str, token: str, collectors: Start, tmp_path: Path,
         receiver: tuple[str, list[dict[str, Any]]]) -> None:
-    _, ingest = upload_fleet(db, token, collectors)
+    made, ingest = upload_fleet(db, token, collectors)
+    ended = ended_event("e2e-ended", made - 2 * 3600, made - 3600)
+    with psycopg.connect(db, autocommit=True) as conn:  # beside the job's own events; the collectors export both
+        fleet_events.upsert(conn, [ended, ended_event("e2e-long-ago", made - 9 * 86400, made - 8 * 86400)])
     one, two = collectors(db, "--events-every", "1"), collectors(db, "--events-every", "1")
     addresses = [c.url.removeprefix("http://") for c in (ingest, one, two)]
 
@@ -154,8 +179,9 @@ def test_collector_panels_and_one_alert_per_fleet_event(
 
         # -- the events reach both stores, from both collectors that run the job ------------------------
         for query in (vm.query, prom.query):
-            wait_for(lambda q=query: len(q('probe_fleet_event_active{job="collector"}')) == 2 * len(EXPECTED),
+            wait_for(lambda q=query: len(q('probe_fleet_event_active{job="collector"} == 1')) == 2 * len(EXPECTED),
                      90, "both events exported by both collectors")
+            wait_for(lambda q=query: len(q("probe_fleet_event_end_timestamp_seconds")) == 2, 30, "the ended event")
             wait_for(lambda q=query: q("probe_upload_last_success_timestamp_seconds > 0")
                      and q("rate(probe_collector_upload_lag_seconds_count[15s]) > 0"), 60, "the daemon's uploads")
         time.sleep(2)  # a few more scrapes inside the panels' rate windows
@@ -177,13 +203,28 @@ def test_collector_panels_and_one_alert_per_fleet_event(
         queries = dict(dashboard_queries(collector=True))
         assert vm.query(queries["probe-fleet.json: Fleet events now"])[0]["value"][1] == str(len(EXPECTED))
         table = [expr for where, expr in dashboard_queries(collector=True)
-                 if where == "probe-fleet.json: Ongoing fleet events"]
-        start, share, probes = ({event_key(r["metric"]): float(r["value"][1]) for r in vm.query(e)} for e in table)
+                 if where == "probe-fleet.json: Fleet events: ongoing and ended in the last 7 days"]
+        start, end, share, probes = ({event_key(r["metric"]): float(r["value"][1]) for r in vm.query(e)}
+                                     for e in table)
+        assert set(start) == set(share) == set(probes) == EXPECTED | {("video", "AA", "AS2", "tcp_ip")}
+        assert end == {("video", "AA", "AS2", "tcp_ip"): pytest.approx(ended.end_time * 1000, abs=1)}  # type: ignore[operator]
         for key, event in stored.items():
-            began = dt.datetime.strptime(event["start_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-            assert abs(start[key] - began.timestamp() * 1000) < 1000, (key, start[key], event["start_time"])
+            assert abs(start[key] - stamp(event["start_time"]) * 1000) < 1000, (key, start[key], event["start_time"])
             assert (share[key], probes[key]) == (event["share"], event["probes"]), key
         assert (share[("messenger", "AA", "AS1", "tcp_ip")], probes[("messenger", "AA", "AS1", "tcp_ip")]) == (1, 4)
+        # the time line: each event from its estimated start (the ban's: hours before the job ran) to its end
+        timeline = queries["probe-fleet.json: Fleet events on a time line (share of probes)"]
+        window = {"start": str(made - 3 * 3600), "end": str(time.time()), "step": "60"}
+        ban = stamp(stored[("messenger", "AA", "AS1", "tcp_ip")]["start_time"])
+        for name, get in (("VictoriaMetrics", vm.get), ("Prometheus", prom.get)):
+            bars = {event_key(r["metric"]): r["values"] for r in get("/api/v1/query_range", query=timeline,
+                                                                     **window)["result"]}
+            assert set(bars) == EXPECTED | {("video", "AA", "AS2", "tcp_ip")}, (name, set(bars))
+            first, last = bar(bars[("messenger", "AA", "AS1", "tcp_ip")])
+            assert ban <= first < ban + 60 and last > time.time() - 120, (name, first - ban)
+            first, last = bar(bars[("video", "AA", "AS2", "tcp_ip")])
+            assert ended.start_time <= first < ended.start_time + 60, (name, first - ended.start_time)
+            assert ended.end_time - 60 <= last < ended.end_time, (name, last - ended.end_time)  # type: ignore[operator]
 
         # -- one alert per event: vmalert (its API and its notifications) and Prometheus ------------------
         def firing() -> list[dict[str, Any]]:

@@ -122,7 +122,7 @@ def test_the_collector_finds_the_ban_and_not_the_offline_probe(
     assert [e["id"] for e in api] == [ban["id"]]
     assert httpx.get(f"{two.url}/api/v1/events", params={"limit": "x"}, timeout=10).status_code == 400
 
-    series = 'probe_fleet_event_active{asn="AS1",cc="AA",service="messenger",type="tcp_ip"} 1.0'
+    series = f'probe_fleet_event_active{{asn="AS1",cc="AA",id="{ban["id"]}",service="messenger",type="tcp_ip"}} 1.0'
     deadline = time.monotonic() + 30
     texts = ["", ""]
     while time.monotonic() < deadline:
