@@ -210,3 +210,16 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+
+
+def test_panels_do_not_overlap() -> None:
+    """Explicit grid positions (rows appended below the panels built before them) leave no two
+    panels on the same cell, and none wider than the grid."""
+    for name, data in dashboards().items():
+        taken: dict[tuple[int, int], str] = {}
+        for panel in data["panels"]:
+            g = panel["gridPos"]
+            assert g["x"] + g["w"] <= 24, (name, panel["title"])
+            for cell in ((x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])):
+                assert cell not in taken, (name, panel["title"], taken[cell])
+                taken[cell] = panel["title"]
