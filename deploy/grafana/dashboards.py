@@ -8,8 +8,9 @@ threshold without a base step) can slip in. grafanalib, which generated them bef
 whose table panels had no label columns and whose stat panels averaged over the time range.
 
 The committed JSON in ``dashboards/`` is what Grafana loads (provisioning); a test fails when it is
-not what this script generates, and the end-to-end test runs every panel query against a real
-Prometheus.
+not what this script generates, and the end-to-end tests run every panel query against a real
+Prometheus and VictoriaMetrics (the fleet dashboard's collector rows with a real collector:
+tests/fleet/test_fleet_dashboard_e2e.py).
 
 Every query reads only ``probe_*`` families documented in docs/metrics.md. The ``instance`` label
 tells probes apart (one Prometheus can scrape many volunteers' probes); deploy/prometheus.yml sets
@@ -363,7 +364,8 @@ COLLECTOR_SERIES = re.compile(r"\bprobe_(fleet_events?|collector|upload)_")
 #: The selected networks and services, for the collector's events; a country-wide event (asn="")
 #: stays in view whatever ASNs are selected.
 EVENTS = 'cc=~"$cc", asn=~"$asn|", service=~"$service"'
-#: One fleet event: whatever the number of collectors exporting it, one series.
+#: A blocking in a network: one alert, one row, whatever the number of collectors exporting it
+#: (each of its episodes also has an ``id`` label).
 EVENT = "service, cc, asn, type"
 
 
