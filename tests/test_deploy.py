@@ -93,7 +93,7 @@ def test_dashboards_load_into_grafana_models_strictly(name: str) -> None:
     panel's options and queries decode into the models of its plugin."""
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.cog.plugins import register_default_plugins
-    from grafana_foundation_sdk.models.dashboard import Dashboard
+    from grafana_foundation_sdk.models.dashboard import Dashboard, RowPanel
     from grafana_foundation_sdk.models.prometheus import Dataquery
 
     register_default_plugins()
@@ -102,6 +102,9 @@ def test_dashboards_load_into_grafana_models_strictly(name: str) -> None:
     assert json.loads(json.dumps(model, cls=JSONEncoder)) == data
     assert model.schema_version == data["schemaVersion"] >= 39
     for panel in model.panels or []:
+        if isinstance(panel, RowPanel):  # a row's title; its panels follow it in the list
+            assert panel.panels == [] and not panel.collapsed, panel.title
+            continue
         assert all(isinstance(q, Dataquery) for q in panel.targets or []), panel.title
         if panel.options is not None:  # the plugin's own Options model, not a bare dict
             plugin = panel.type_val.replace("-", "")
@@ -207,3 +210,16 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+
+
+def test_panels_do_not_overlap() -> None:
+    """Explicit grid positions (rows appended below the panels built before them) leave no two
+    panels on the same cell, and none wider than the grid."""
+    for name, data in dashboards().items():
+        taken: dict[tuple[int, int], str] = {}
+        for panel in data["panels"]:
+            g = panel["gridPos"]
+            assert g["x"] + g["w"] <= 24, (name, panel["title"])
+            for cell in ((x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])):
+                assert cell not in taken, (name, panel["title"], taken[cell])
+                taken[cell] = panel["title"]

@@ -39,8 +39,9 @@ class VictoriaMetrics:
     samples arrive late, and the rollup cache would otherwise keep answering without them.
     """
 
-    def __init__(self, data: Path, port: int | None = None, auth: tuple[str, str] | None = None) -> None:
-        self.data, self.port, self.auth = data, port or free_port(), auth
+    def __init__(self, data: Path, port: int | None = None, auth: tuple[str, str] | None = None,
+                 extra: Sequence[str] = ()) -> None:
+        self.data, self.port, self.auth, self.extra = data, port or free_port(), auth, list(extra)
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -60,7 +61,8 @@ class VictoriaMetrics:
              "-retentionPeriod=100y", "-search.latencyOffset=1s", "-search.disableCache", "-loggerLevel=ERROR",
              "-search.maxUniqueTimeseries=10000000", "-search.maxSamplesPerQuery=1000000000",
              "-search.maxQueryDuration=600s",
-             *([f"-httpAuth.username={self.auth[0]}", f"-httpAuth.password={self.auth[1]}"] if self.auth else [])],
+             *([f"-httpAuth.username={self.auth[0]}", f"-httpAuth.password={self.auth[1]}"] if self.auth else []),
+             *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self._open(f"{self.base}/health", timeout=2).status == 200, 30, "victoria-metrics ready")
         return self

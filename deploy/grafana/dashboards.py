@@ -8,8 +8,9 @@ threshold without a base step) can slip in. grafanalib, which generated them bef
 whose table panels had no label columns and whose stat panels averaged over the time range.
 
 The committed JSON in ``dashboards/`` is what Grafana loads (provisioning); a test fails when it is
-not what this script generates, and the end-to-end test runs every panel query against a real
-Prometheus.
+not what this script generates, and the end-to-end tests run every panel query against a real
+Prometheus and VictoriaMetrics (the fleet dashboard's collector rows with a real collector:
+tests/fleet/test_fleet_dashboard_e2e.py).
 
 Every query reads only ``probe_*`` families documented in docs/metrics.md. The ``instance`` label
 tells probes apart (one Prometheus can scrape many volunteers' probes); deploy/prometheus.yml sets
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -360,7 +362,144 @@ def fleet() -> dash_b.Dashboard:
                         .thresholds(_steps("green", (900, "orange"), (3600, "red")))))
 
 
-DASHBOARDS = {"probe-overview.json": overview, "probe-service.json": service, "probe-fleet.json": fleet}
+# -- The fleet's collector: fleet events and upload health (rows below the per-probe panels) ------
+
+#: Series that only a fleet with a collector has (its own /metrics, and the upload families of the
+#: probes that upload to it): a single probe's end-to-end tests leave the panels reading them to
+#: tests/fleet/test_fleet_dashboard_e2e.py, which runs a collector.
+COLLECTOR_SERIES = re.compile(r"\bprobe_(fleet_events?|collector|upload)_")
+
+#: The selected networks and services, for the collector's events; a country-wide event (asn="")
+#: stays in view whatever ASNs are selected.
+EVENTS = 'cc=~"$cc", asn=~"$asn|", service=~"$service"'
+#: A blocking in a network: one alert, one row, whatever the number of collectors exporting it
+#: (each of its episodes also has an ``id`` label).
+EVENT = "service, cc, asn, type"
+
+
+def _bottom(board: dash_b.Dashboard) -> int:
+    """The first free grid row below the panels built so far."""
+    return max((p.grid_pos.y + p.grid_pos.h for p in board.build().panels or [] if p.grid_pos is not None),
+               default=0)
+
+
+def _row(board: dash_b.Dashboard, title: str) -> tuple[dash_b.Dashboard, int]:
+    """An (expanded) row below everything, and the grid row of its first panels."""
+    y = _bottom(board)
+    return board.with_row(dash_b.Row(title).grid_pos(_grid(1, 24, 0, y))), y + 1
+
+
+def _unit(name: str, unit: str) -> tuple[str, list[dashboard.DynamicConfigValue]]:
+    return name, [dashboard.DynamicConfigValue(id_val="unit", value=unit)]
+
+
+def _at_end(family: str) -> str:
+    """The family's value at the end of the dashboard's range, at every step (``@ end()``): an event
+    found late is drawn from its estimated start, not from when the collector first exported it."""
+    return f"({family}{{{EVENTS}}} @ end())"
+
+
+#: Per step, the share of each fleet event that had started by then and not ended yet; one row per
+#: (service, network, kind), an event that ended and came back (another ``id``) on the same row.
+TIMELINE = (f"max by ({EVENT}) ({_at_end('probe_fleet_event_share')}"
+            f" and on (id) {_at_end('probe_fleet_event_start_timestamp_seconds')} <= time()"
+            f" unless on (id) {_at_end('probe_fleet_event_end_timestamp_seconds')} <= time())")
+
+
+def fleet_events(board: dash_b.Dashboard) -> dash_b.Dashboard:
+    """Row "Fleet events": the collector's events per network (probe_fleet_event_*), one per event."""
+    board, y = _row(board, "Fleet events (the collector: enough probes of a network see the same blocking)")
+    of = f"max by ({EVENT}, id)"
+    events = (_table("Fleet events: ongoing and ended in the last 7 days", _grid(8, 20, 4, y),
+                     "One row per event the collector's job found: enough probes of the network (asn empty: the "
+                     "whole country) see the same kind of blocking, outages excluded. Since and until: estimated "
+                     "(between the last good and the first bad measurement, and back); no until: ongoing. Share: "
+                     "of the network's reporting probes. The bounds: `probe collector events`. Click an ASN for "
+                     "its probes.",
+                     ("A", f"{of} (probe_fleet_event_start_timestamp_seconds{{{EVENTS}}}) * 1000"),
+                     ("B", f"{of} (probe_fleet_event_end_timestamp_seconds{{{EVENTS}}}) * 1000"),
+                     ("C", f"{of} (probe_fleet_event_share{{{EVENTS}}})"),
+                     ("D", f"{of} (probe_fleet_event_probes{{{EVENTS}}})"),
+                     renames={"Value #A": "since", "Value #B": "until", "Value #C": "share of probes",
+                              "Value #D": "probes", "type": "kind"})
+              .with_transformation(dashboard.DataTransformerConfig(
+                  id_val="organize", options={"excludeByName": {"id": True}})))
+    for name, properties in (_unit("since", "dateTimeAsIso"), _unit("until", "dateTimeAsIso"),
+                             _unit("share of probes", "percentunit")):
+        events = events.override_by_name(name, properties)
+    return (board
+            .with_panel(stat.Panel().title("Fleet events now").datasource(DS).grid_pos(_grid(8, 4, 0, y))
+                        .description("Ongoing fleet events in the selected countries, networks and services: each "
+                                     "is one alert (FleetCensorshipEvent), not one per probe.")
+                        .reduce_options(LAST).thresholds(_steps("green", (1, "red")))
+                        .with_target(_q(f"count(max by ({EVENT}) (probe_fleet_event_active{{{EVENTS}}}) == 1)"
+                                        " or vector(0)")))
+            .with_panel(events)
+            .with_panel(statetimeline.Panel().title("Fleet events on a time line (share of probes)").datasource(DS)
+                        .grid_pos(_grid(9, 24, 0, y + 8)).unit("percentunit").min(0).max(1)
+                        .description("A bar per fleet event from its estimated start to its end (ongoing: to now), "
+                                     "valued by the share of the network's probes that see it. Drawn from what "
+                                     "the collector exports at the end of the time range: the ongoing events and "
+                                     "those ended in the 7 days before.")
+                        .with_target(_q(TIMELINE, "{{service}} {{type}} in {{cc}} {{asn}}"))
+                        .thresholds(_steps("orange", (0.5, "red")))
+                        .merge_values(True).show_value(common.VisibilityMode.AUTO)))
+
+
+def fleet_health(board: dash_b.Dashboard) -> dash_b.Dashboard:
+    """Row "Fleet health": uploads from the probes (probe_upload_*) and at the collector (lag, batches)."""
+    board, y = _row(board, "Fleet health (uploads to the collector)")
+    lag = (timeseries.Panel().title("Upload lag at the collector").datasource(DS).grid_pos(_grid(10, 12, 12, y))
+           .unit("s").description("Time from a measurement's start to its storing at the collector (all probes: "
+                                  "the collector has no per-probe label). A probe uploading every minute stays "
+                                  "near a minute; a backlog after an outage shows as hours."))
+    for ref, q, legend in (("A", "0.5", "p50"), ("B", "0.95", "p95"), ("C", "0.99", "p99")):
+        lag = lag.with_target(_q(f"histogram_quantile({q}, sum by (le) "
+                                 f"(rate(probe_collector_upload_lag_seconds_bucket[{RATE}])))", legend, ref))
+    probe_up = "max by (probe, cc, asn)"
+    return (board
+            .with_panel(stat.Panel().title("Probes uploaded in the last hour").datasource(DS)
+                        .grid_pos(_grid(5, 6, 0, y))
+                        .description("Probes whose collector acknowledged a batch in the last hour (their own "
+                                     "probe_upload_last_success_timestamp_seconds).")
+                        .reduce_options(LAST).thresholds(_steps("red", (1, "green")))
+                        .with_target(_q(f"count(time() - probe_upload_last_success_timestamp_seconds{{{NET}}} "
+                                        "< 3600) or vector(0)")))
+            .with_panel(stat.Panel().title("Measurements waiting to upload").datasource(DS)
+                        .grid_pos(_grid(5, 6, 6, y))
+                        .description("Measurements in the probes' local stores not uploaded yet (all selected "
+                                     "probes).")
+                        .reduce_options(LAST).thresholds(_steps("green", (10_000, "orange")))
+                        .with_target(_q(f"sum(probe_upload_pending{{{NET}}}) or vector(0)")))
+            .with_panel(lag)
+            .with_panel(timeseries.Panel().title("Upload batches at the collector").datasource(DS)
+                        .grid_pos(_grid(5, 12, 0, y + 5))
+                        .description("Batches per second by result (all collectors): accepted, or why refused.")
+                        .with_target(_q(f"sum by (result) (rate(probe_collector_batches_total[{RATE}]))",
+                                        "{{result}}")))
+            .with_panel(_table("Probe uploads", _grid(8, 16, 0, y + 10),
+                               "Per probe: seconds since its collector last acknowledged a batch (empty: never), "
+                               "measurements waiting, and failed attempts in the last hour.",
+                               ("A", f"time() - {probe_up} (probe_upload_last_success_timestamp_seconds{{{NET}}} "
+                                     "> 0)"),
+                               ("B", f"{probe_up} (probe_upload_pending{{{NET}}})"),
+                               ("C", f"sum by (probe, cc, asn) (increase(probe_upload_errors_total{{{NET}}}[1h]))"),
+                               renames={"Value #A": "last upload (s ago)", "Value #B": "pending",
+                                        "Value #C": "errors (1 h)"}))
+            .with_panel(timeseries.Panel().title("Fleet events job runs").datasource(DS)
+                        .grid_pos(_grid(8, 8, 16, y + 10))
+                        .description("Runs of the collectors' fleet events job: one collector at a time detects, "
+                                     "the others stand by; errors stop the events (FleetEventsJobFailing).")
+                        .with_target(_q(f"sum by (result) (increase(probe_fleet_events_runs_total[{RATE}]))",
+                                        "{{result}}"))))
+
+
+def fleet_overview() -> dash_b.Dashboard:
+    """The fleet dashboard: the probes' panels, then the collector's rows."""
+    return fleet_health(fleet_events(fleet()))
+
+
+DASHBOARDS = {"probe-overview.json": overview, "probe-service.json": service, "probe-fleet.json": fleet_overview}
 
 
 def to_json(board: dash_b.Dashboard) -> str:

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from probe.analysis.rows import Row
 from probe.core.records import CheckResult
 
 TEST_NAME: Final = "circumvention"
@@ -46,23 +46,11 @@ STATUSES: Final[frozenset[str]] = frozenset({ANSWERED, SILENT, BLOCKED, INCONCLU
 BLOCKING: Final = "circumvention"
 
 
-@dataclass(frozen=True)
-class FamilyVerdict:
-    """Same fields as probe.analysis.verdict's rows, so the table can adopt it as is."""
-
-    rule: str
-    accessible: bool | None
-    blocking: str | bool | None
-    reason: str
-    evidence: tuple[str, ...] = ()
-    failure: str | None = None
-
-
 def _where(results: Sequence[CheckResult[Any]]) -> str:
     return ", ".join(r.input for r in results[:4])
 
 
-def decide(results: Sequence[CheckResult[Any]], control_host_ok: bool | None = None) -> FamilyVerdict | None:
+def decide(results: Sequence[CheckResult[Any]], control_host_ok: bool | None = None) -> Row | None:
     """The family's verdict, or None when no circumvention check ran (other rows decide)."""
     own = [r for r in results if r.check == TEST_NAME and r.role == "target"]
     if not own:
@@ -76,7 +64,7 @@ def decide(results: Sequence[CheckResult[Any]], control_host_ok: bool | None = N
         others = [r for r in own if r.details.status != ANSWERED]
         note = f" ({len(others)} of {len(own)} did not, e.g. {others[0].input}: {others[0].details.status})" \
             if others else ""
-        return FamilyVerdict("circumvention_answered", True, False,
+        return Row("circumvention_answered", True, False,
                              f"{ok[0].details.protocol} answered at {_where(ok)}: {ok[0].details.evidence}{note}",
                              ids)
     if by.get(BLOCKED):
@@ -85,14 +73,14 @@ def decide(results: Sequence[CheckResult[Any]], control_host_ok: bool | None = N
         failure = counts.most_common(1)[0][0] if counts else None
         what = f"{blocked[0].details.protocol} at {_where(blocked)}: {blocked[0].details.evidence}"
         if control_host_ok is False:
-            return FamilyVerdict("circumvention_outage", None, None,
+            return Row("circumvention_outage", None, None,
                                  f"{what}; the control host on the same network fails too: an outage", ids, failure)
-        return FamilyVerdict("circumvention_blocked", False, BLOCKING, f"blocked: {what}", ids, failure)
+        return Row("circumvention_blocked", False, BLOCKING, f"blocked: {what}", ids, failure)
     if by.get(SILENT):
         silent = by[SILENT]
-        return FamilyVerdict("circumvention_silent", None, False,
+        return Row("circumvention_silent", None, False,
                              f"{silent[0].details.protocol} at {_where(silent)}: {silent[0].details.evidence}; "
                              "not blocking", ids)
     first = own[0]
-    return FamilyVerdict("circumvention_inconclusive", None, None,
+    return Row("circumvention_inconclusive", None, None,
                          f"{first.details.protocol} at {first.input}: {first.details.evidence}", ids, first.failure)

@@ -66,6 +66,7 @@ from typing import Any
 
 from probe.analysis import circumvention as family
 from probe.analysis.httpdiff import HTTPS_CONTROL, PAGE_CONTROL, Comparison, Page, compare, describe
+from probe.analysis.rows import Row as _Row
 from probe.core import failures
 from probe.core.config import Target
 from probe.core.records import CheckResult, Verdict
@@ -89,17 +90,6 @@ class Controls:
     remote_tcp_ok: bool | None = None
     remote_tls_ok: bool | None = None
     throttling: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class _Row:
-    rule: str
-    accessible: bool | None
-    blocking: str | bool | None
-    reason: str
-    evidence: tuple[str, ...] = ()
-    failure: str | None = None
-    details: Mapping[str, Any] | None = None
 
 
 def _of(results: Results, check: str, role: str = "target") -> list[CheckResult[Any]]:
@@ -355,11 +345,7 @@ def _throttling_row(results: Results, controls: Controls) -> _Row | None:
 
 def _circumvention_row(results: Results, controls: Controls) -> _Row | None:
     """VPN and proxy reachability: the family's own table (docs/circumvention.md)."""
-    decided = family.decide(results, controls.control_host_ok)
-    if decided is None:
-        return None
-    return _Row(decided.rule, decided.accessible, decided.blocking, decided.reason, decided.evidence,
-                decided.failure)
+    return family.decide(results, controls.control_host_ok)
 
 
 def _kbit(bytes_per_second: Any) -> str:

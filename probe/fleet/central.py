@@ -38,7 +38,7 @@ STAGING_DDL = sql.SQL(
 )
 COPY_STAGING = sql.SQL("COPY staging ({}) FROM STDIN").format(_COLS)
 MERGE_STAGING = sql.SQL(
-    "INSERT INTO measurements ({cols}) SELECT {cols} FROM staging ON CONFLICT DO NOTHING"
+    "INSERT INTO measurements ({cols}) SELECT {cols} FROM staging ON CONFLICT DO NOTHING RETURNING measurement_uid"
 ).format(cols=_COLS)
 COPY_DIRECT = sql.SQL("COPY measurements ({}) FROM STDIN").format(_COLS)
 
@@ -206,8 +206,9 @@ def row(m: Measurement) -> tuple[Any, ...]:
             m.start_time, m.body)
 
 
-async def ingest(conn: psycopg.AsyncConnection[Any], batch: Sequence[Measurement]) -> int:
-    """Store a batch atomically (``conn`` in autocommit mode); returns how many were new (the rest were duplicates).
+async def ingest(conn: psycopg.AsyncConnection[Any], batch: Sequence[Measurement]) -> list[Measurement]:
+    """Store a batch atomically (``conn`` in autocommit mode); returns the measurements that were new
+    (the rest were duplicates).
 
     The fast path COPYs straight into the table; a batch with any measurement already stored
     (a retry, or the same batch at another collector at the same moment) fails on the unique key,
@@ -215,14 +216,15 @@ async def ingest(conn: psycopg.AsyncConnection[Any], batch: Sequence[Measurement
     """
     try:
         await _copy(conn, COPY_DIRECT, batch)  # one statement in autocommit: atomic, no BEGIN/COMMIT trips
-        return len(batch)
+        return list(batch)
     except psycopg.errors.UniqueViolation:
         pass
     async with conn.transaction():
         await conn.execute(STAGING_DDL)
         await _copy(conn, COPY_STAGING, batch)
         cur = await conn.execute(MERGE_STAGING)
-        return cur.rowcount
+        new = {row[0] for row in await cur.fetchall()}
+    return [m for m in batch if m.uid in new]
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], statement: sql.Composed, batch: Sequence[Measurement]) -> None:

@@ -54,6 +54,11 @@ T = TypeVar("T")
 BATCH_RESULTS = ("accepted", "bad_request", "forbidden", "unauthorized", "too_large",
                  "rate_limited", "unavailable")
 
+#: Upload lag buckets: a probe uploading every minute lands in the first ones; a backlog after a probe's
+#: (or the collector's) outage in the hours and days ones, up to the contract's 30-day window.
+UPLOAD_LAG_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+                      2 * 86400, 7 * 86400, 30 * 86400)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -71,6 +76,7 @@ class Settings:
     helper_concurrency: int = 16            # test-helper requests at once (0: no helper); more get 503
     helper_timeout_s: float = 3.0           # per step of a helper check
     events_every_s: float = 60.0            # the fleet events job (0: off)
+    events_keep_s: float = 7 * 86400.0      # an ended fleet event stays on /metrics this long (time lines)
 
 
 class Metrics:
@@ -90,8 +96,12 @@ class Metrics:
                                                               2.5, 5, 10))
         self.in_flight = prom.Gauge("probe_collector_in_flight_requests", "Requests being served", registry=r)
         self.enrolments = prom.Counter("probe_collector_enrolments", "Probes enrolled", registry=r)
-        event_labels = ["service", "cc", "asn", "type"]
-        self.event_active = prom.Gauge("probe_fleet_event_active", "1 per ongoing fleet event (asn=\"\": country-wide)",
+        self.upload_lag = prom.Histogram("probe_collector_upload_lag_seconds",
+                                         "Time from a measurement's start to its storing here (new ones only)",
+                                         registry=r, buckets=UPLOAD_LAG_BUCKETS)
+        event_labels = ["service", "cc", "asn", "type", "id"]
+        self.event_active = prom.Gauge("probe_fleet_event_active",
+                                       "1 per ongoing fleet event, 0 once ended (asn=\"\": country-wide)",
                                        event_labels, registry=r)
         self.event_share = prom.Gauge("probe_fleet_event_share", "Share of the network's reporting probes that see it",
                                       event_labels, registry=r)
@@ -100,6 +110,9 @@ class Metrics:
         self.event_start = prom.Gauge("probe_fleet_event_start_timestamp_seconds",
                                       "Estimated start of the fleet event (midpoint of its bounds)", event_labels,
                                       registry=r)
+        self.event_end = prom.Gauge("probe_fleet_event_end_timestamp_seconds",
+                                    "Estimated end of an ended fleet event (midpoint of its bounds)", event_labels,
+                                    registry=r)
         self.event_runs = prom.Counter("probe_fleet_events_runs", "Runs of the fleet events job, by result",
                                        ["result"], registry=r)
         self.event_read = prom.Counter("probe_fleet_events_measurements_read",
@@ -249,20 +262,28 @@ class Collector:
             raise HTTPError(400, "bad_request", {"error": "invalid measurements; nothing stored",
                                                  "errors": errors})
         try:
-            accepted = await self._store(batch)
+            new = await self._store(batch)
         except psycopg.errors.CheckViolation:  # no partition for a day: retention dropped one we knew
             self.known_days.clear()
-            accepted = await self._store(batch)
+            new = await self._store(batch)
+        self._observe_lag(new, time.time())
+        accepted = len(new)
         self.metrics.ingested.inc(accepted)
         self.metrics.duplicates.inc(len(batch) - accepted)
         return {"accepted": accepted, "duplicates": len(batch) - accepted}
 
-    async def _store(self, batch: list[contract.Measurement]) -> int:
+    async def _store(self, batch: list[contract.Measurement]) -> list[contract.Measurement]:
         missing = {m.day for m in batch} - self.known_days
         if missing:
             await self._db("partitions", lambda conn: central.ensure_partitions_async(conn, missing))
             self.known_days |= missing
-        return await self._db("ingest", lambda conn: central.ingest(conn, batch)) if batch else 0
+        return await self._db("ingest", lambda conn: central.ingest(conn, batch)) if batch else []
+
+    def _observe_lag(self, stored: list[contract.Measurement], now: float) -> None:
+        """Upload lag of what was stored now: a duplicate (a retry) is not counted twice; a probe
+        clock ahead of ours counts as no lag."""
+        for m in stored:
+            self.metrics.upload_lag.observe(max(0.0, now - m.start_time.timestamp()))
 
     def _validate(self, items: list[Any], lines: list[str] | None
                   ) -> tuple[list[contract.Measurement], list[dict[str, Any]]]:
@@ -324,19 +345,23 @@ class Collector:
         return {"events": await self._db("events", work)}
 
     async def refresh_event_metrics(self) -> None:
-        """The ongoing fleet events as gauges (every collector exports the same; alerts take the max)."""
-        found = await self._db("events", lambda conn: fleet_events.list_events_async(conn, ongoing=True,
+        """The fleet events, ongoing and ended within ``events_keep_s``, as gauges: every collector
+        exports the same, so alerts and panels take the max. The ended ones keep the dashboards'
+        time line drawn from start to end; their ``id`` label tells two episodes of one blocking apart."""
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.events_keep_s)
+        found = await self._db("events", lambda conn: fleet_events.list_events_async(conn, ended_since=since,
                                                                                      limit=10_000))
         m = self.metrics
-        for gauge in (m.event_active, m.event_share, m.event_probes, m.event_start):
+        for gauge in (m.event_active, m.event_share, m.event_probes, m.event_start, m.event_end):
             gauge.clear()
         for e in found:
-            labels = (e["service"], e["cc"], e["asn"], e["type"])
-            m.event_active.labels(*labels).set(1)
+            labels = (e["service"], e["cc"], e["asn"], e["type"], e["id"])
+            m.event_active.labels(*labels).set(1 if e["ongoing"] else 0)
             m.event_share.labels(*labels).set(e["share"])
             m.event_probes.labels(*labels).set(e["probes"])
-            start = dt.datetime.strptime(e["start_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-            m.event_start.labels(*labels).set(start.timestamp())
+            m.event_start.labels(*labels).set(_timestamp(e["start_time"]))
+            if not e["ongoing"]:
+                m.event_end.labels(*labels).set(_timestamp(e["end_time"]))
 
     async def run_events(self, job: fleet_events.EventJob) -> None:
         """The periodic job: detect (if this collector holds the lock), then refresh the metrics."""
@@ -355,6 +380,11 @@ class Collector:
     async def ready(self, request: Request) -> dict[str, Any]:
         await self._db("ping", lambda conn: conn.execute("SELECT 1"))
         return {"ready": True}
+
+
+def _timestamp(rfc3339: str) -> float:
+    """Unix time of an events listing's time (``2026-11-30T10:00:00.000000Z``)."""
+    return dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
 
 def _endpoint(collector: Collector, handler: Callable[[Request], Awaitable[dict[str, Any]]],

@@ -67,15 +67,16 @@ def list_events(conn: psycopg.Connection[Any] | Any, *, cc: str | None = None, a
 
 
 async def list_events_async(conn: psycopg.AsyncConnection[Any], *, cc: str | None = None, asn: str | None = None,
-                            service: str | None = None, ongoing: bool = False,
+                            service: str | None = None, ongoing: bool = False, ended_since: dt.datetime | None = None,
                             limit: int = 1000) -> list[dict[str, Any]]:
-    query, params = _list_query(cc, asn, service, ongoing, limit)
+    """As :func:`list_events`; ``ended_since``: the ongoing events and those that ended since then."""
+    query, params = _list_query(cc, asn, service, ongoing, limit, ended_since)
     cur = await conn.execute(query.encode(), params)
     return [_as_dict(row) for row in await cur.fetchall()]
 
 
 def _list_query(cc: str | None, asn: str | None, service: str | None, ongoing: bool,
-                limit: int) -> tuple[str, dict[str, Any]]:
+                limit: int, ended_since: dt.datetime | None = None) -> tuple[str, dict[str, Any]]:
     where = ["TRUE"]
     params: dict[str, Any] = {"limit": max(1, min(limit, 10_000))}
     for column, value in (("cc", cc), ("asn", asn), ("service", service)):
@@ -84,6 +85,9 @@ def _list_query(cc: str | None, asn: str | None, service: str | None, ongoing: b
             params[column] = value
     if ongoing:
         where.append("end_time IS NULL")
+    if ended_since is not None:
+        where.append("(end_time IS NULL OR end_time >= %(ended_since)s)")
+        params["ended_since"] = ended_since
     query = (f"SELECT {', '.join(FIELDS)} FROM fleet_events WHERE {' AND '.join(where)}"
              " ORDER BY start_time DESC, id LIMIT %(limit)s")
     return query, params

@@ -84,7 +84,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from probe.core.records import Event, default_probe_id
 
@@ -136,6 +136,18 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US = dt.timedelta(microseconds=1)
 _PRUNE_EVERY = 3600.0
 _FETCH = 1000
+
+
+class Selection(TypedDict, total=False):
+    """Which records a query reads: ``since`` inclusive, ``until`` exclusive (epoch seconds), and
+    equality on the other columns. A key left out or None does not filter."""
+
+    since: float | None
+    until: float | None
+    target: str | None
+    service: str | None
+    record_type: str | None
+    test_name: str | None
 #: Default bound of the memory buffer of records not yet committed (bytes of stored text).
 BUFFER_BYTES = 64 * 1024 * 1024
 #: Seconds an automatic flush waits after a failed commit before it tries again.
@@ -676,49 +688,30 @@ class Store:
             ids[fields] = staged[fields] = int(row[0])
         return ids
 
-    def _where(
-        self,
-        since: float | None,
-        until: float | None,
-        filters: Mapping[str, str | None],
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            clauses.append("r.t_us >= ?")
-            params.append(seconds_to_us(since))
-        if until is not None:
-            clauses.append("r.t_us < ?")
-            params.append(seconds_to_us(until))
-        for column, value in filters.items():
-            if value is not None:
-                clauses.append(f"r.{column} = ?")
-                params.append(value)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
     def _select(
-        self,
-        columns: str,
-        since: float | None,
-        until: float | None,
-        target: str | None,
-        service: str | None,
-        record_type: str | None,
-        test_name: str | None,
-        limit: int | None,
-        newest_first: bool,
+        self, columns: str, limit: int | None, newest_first: bool, where: Selection
     ) -> sqlite3.Cursor:
         self._check_open()
         if not self.readonly:
             with contextlib.suppress(StoreError):  # reads show what is committed
                 self.flush()
-        where, params = self._where(
-            since, until,
-            {"target": target, "service": service, "record_type": record_type,
-             "test_name": test_name},
-        )
+        if unknown := where.keys() - Selection.__annotations__.keys():
+            raise TypeError(f"unknown record filter(s): {', '.join(sorted(unknown))}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        for at, op in ((where.get("since"), ">="), (where.get("until"), "<")):
+            if at is not None:
+                clauses.append(f"r.t_us {op} ?")
+                params.append(seconds_to_us(at))
+        for column in ("target", "service", "record_type", "test_name"):
+            if (value := where.get(column)) is not None:
+                clauses.append(f"r.{column} = ?")
+                params.append(value)
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT {columns} FROM records r{where} ORDER BY r.t_us {order}, r.seq {order}"
+        sql = f"SELECT {columns} FROM records r"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY r.t_us {order}, r.seq {order}"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(max(0, limit))
@@ -748,24 +741,17 @@ class Store:
 
     def query(
         self,
-        since: float | None = None,
-        until: float | None = None,
-        target: str | None = None,
-        service: str | None = None,
-        record_type: str | None = None,
-        test_name: str | None = None,
+        *,
         limit: int | None = None,
         newest_first: bool = False,
+        **where: Unpack[Selection],
     ) -> Iterator[dict[str, Any]]:
         """Records as dicts, oldest first (``since`` inclusive, ``until`` exclusive, epoch s).
 
         Streams: rows are fetched in small batches, so memory stays constant
         whatever the number of matching records.
         """
-        cursor = self._select(
-            "r.eid, r.head, r.test_keys", since, until, target, service, record_type,
-            test_name, limit, newest_first,
-        )
+        cursor = self._select("r.eid, r.head, r.test_keys", limit, newest_first, where)
         envelopes: dict[int, dict[str, Any]] = {}
         for rows, texts in self._batches(cursor, _FETCH, 0):
             if len(envelopes) > 1000:
@@ -777,42 +763,28 @@ class Store:
 
     def query_json(
         self,
-        since: float | None = None,
-        until: float | None = None,
-        target: str | None = None,
-        service: str | None = None,
-        record_type: str | None = None,
-        test_name: str | None = None,
+        *,
         limit: int | None = None,
         newest_first: bool = False,
+        **where: Unpack[Selection],
     ) -> Iterator[str]:
         """The same as :meth:`query`, as JSON text per record, without parsing (for exports)."""
-        cursor = self._select(
-            "r.eid, r.head, r.test_keys", since, until, target, service, record_type,
-            test_name, limit, newest_first,
-        )
+        cursor = self._select("r.eid, r.head, r.test_keys", limit, newest_first, where)
         for rows, texts in self._batches(cursor, _FETCH, 0):
             for eid, head, test_keys in rows:
                 yield record_json(texts[eid], head, test_keys)
 
     def query_raw(
         self,
-        since: float | None = None,
-        until: float | None = None,
-        target: str | None = None,
-        service: str | None = None,
-        record_type: str | None = None,
-        test_name: str | None = None,
+        *,
         batch: int = 50_000,
+        **where: Unpack[Selection],
     ) -> Generator[list[tuple[int, int, str, str]], None, None]:
         """Batches of ``(t_us, eid, head, test_keys)`` rows, oldest first, unparsed.
 
         For exporters: envelope texts come from :meth:`envelopes` (every row's envelope exists).
         """
-        cursor = self._select(
-            "r.t_us, r.eid, r.head, r.test_keys", since, until, target, service, record_type,
-            test_name, None, False,
-        )
+        cursor = self._select("r.t_us, r.eid, r.head, r.test_keys", None, False, where)
         for rows, _ in self._batches(cursor, batch, 1):
             if rows:
                 yield rows

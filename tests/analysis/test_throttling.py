@@ -226,3 +226,41 @@ def test_a_stalled_confirmation_after_a_positive_run_gets_one_more_run() -> None
     # the third run decides: positive, inconclusive (stall), positive is throttling
     assert th.combine([positive, stalled, positive], "down", [], []).blocking == "throttling"
     assert th.combine([positive, stalled, stalled], "down", [], []).blocking is None
+
+
+def bursty(rate: float, seconds: float, *, period: float = 0.01, trickles: int = 3) -> tuple[th.Sample, ...]:
+    """``rate`` B/s delivered in bursts: per ``period``, ``trickles`` reads of a few bytes, then the
+    rest at once (a shaped link's bursts as a reader sees them)."""
+    out: list[th.Sample] = [(0.0, 0)]
+    total, t = 0, 0.0
+    per = int(rate * period)
+    while t < seconds:
+        for k in range(1, trickles + 1):
+            total += 10
+            out.append((round(t + k * period * 0.3, 6), total))
+        t += period
+        total += per - 10 * trickles
+        out.append((round(t, 6), total))
+    return tuple(out)
+
+
+def test_interval_shapes_differ_but_the_rates_agree_is_not_throttling() -> None:
+    """The class of the shaped-link false positive (bench/throttling_matrix.py, shape10M, 1 of 20):
+    a target whose median interval rate is a few per cent of its controls' (bursty delivery) while
+    its steady rate is the same is not throttled, in a run and over the runs."""
+    target = Flow(bursty(1_000_000, 0.5))
+    controls = [Flow(series(1_000_000, 0.5, step=0.01, seed=s)) for s in (1, 2)]
+    run = th._compare(target, controls)
+    assert run.ratio is not None and run.ratio < 0.05 and run.p_value is not None and run.p_value < th.KS_ALPHA
+    assert (run.outcome, run.reason) == ("negative", th.RATE_REASON)
+    # Runs that came out positive anyway (another estimator's noise) cannot make a decision that
+    # reports a rate close to its controls' as throttled.
+    positive = RunResult("positive", "KS significant, area and ratio past their thresholds")
+    decision = th.combine([positive, positive], "down", [target], controls)
+    assert decision.blocking is None and decision.reason == th.RATE_REASON
+    assert decision.estimated_rate_bps and decision.control_rate_bps
+    assert decision.estimated_rate_bps > th.CLEAR_RATIO * decision.control_rate_bps
+    # a real throttle behind the same bursts is still one: a tenth of the rate
+    slow = Flow(bursty(100_000, 2.0))
+    assert th._compare(slow, controls).outcome == "positive"
+    assert th.combine([positive, positive], "down", [slow], controls).blocking == "throttling"

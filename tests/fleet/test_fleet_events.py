@@ -60,9 +60,10 @@ def _events(db: str, capsys: pytest.CaptureFixture[str], *args: str) -> list[dic
     return found
 
 
-def test_the_collector_finds_the_ban_and_not_the_offline_probe(
-        db: str, token: str, collectors: Start, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # The probes upload their last three hours (a backlog) to a collector that runs no job.
+def upload_fleet(db: str, token: str, collectors: Start) -> tuple[float, CollectorProcess]:
+    """The probes of :func:`_fleet` upload their last three hours (a backlog) to a collector that runs
+    no job; returns once all of it can be read by the job's first run: the time the fleet was made,
+    and that collector."""
     ingest = collectors(db, "--events-every", "0")
     now = time.time()
     for pid, items in _fleet(now).items():
@@ -80,6 +81,16 @@ def test_the_collector_finds_the_ban_and_not_the_offline_probe(
             if age and age[0] is not None and float(age[0]) > 6:
                 break
             time.sleep(0.2)
+    return now, ingest
+
+
+#: The events the job finds in :func:`_fleet`: (scope, network, service, type).
+FLEET_EVENTS = [("asn", "AS1", "messenger", "tcp_ip"), ("cc", "AA", "messenger", "tcp_ip")]
+
+
+def test_the_collector_finds_the_ban_and_not_the_offline_probe(
+        db: str, token: str, collectors: Start, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    now, _ = upload_fleet(db, token, collectors)
     one, two = collectors(db, "--events-every", "1"), collectors(db, "--events-every", "1")
 
     deadline = time.monotonic() + 60
@@ -90,7 +101,7 @@ def test_the_collector_finds_the_ban_and_not_the_offline_probe(
             break
         time.sleep(0.5)
     keys = sorted((e["scope"], e["network"], e["service"], e["type"], e["ongoing"]) for e in found)
-    assert keys == [("asn", "AS1", "messenger", "tcp_ip", True), ("cc", "AA", "messenger", "tcp_ip", True)]
+    assert keys == [(*key, True) for key in FLEET_EVENTS]
     ban = next(e for e in found if e["asn"] == "AS1")
     assert ban["probes"] == 4 and ban["share"] == 1.0 and ban["cc"] == "AA"
     onset = (now - 20 * 60) - 36 * INTERVAL + 18.5 * INTERVAL
@@ -111,7 +122,7 @@ def test_the_collector_finds_the_ban_and_not_the_offline_probe(
     assert [e["id"] for e in api] == [ban["id"]]
     assert httpx.get(f"{two.url}/api/v1/events", params={"limit": "x"}, timeout=10).status_code == 400
 
-    series = 'probe_fleet_event_active{asn="AS1",cc="AA",service="messenger",type="tcp_ip"} 1.0'
+    series = f'probe_fleet_event_active{{asn="AS1",cc="AA",id="{ban["id"]}",service="messenger",type="tcp_ip"}} 1.0'
     deadline = time.monotonic() + 30
     texts = ["", ""]
     while time.monotonic() < deadline:

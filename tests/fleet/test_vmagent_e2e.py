@@ -113,14 +113,14 @@ def test_vmalert_accepts_the_rules(name: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def start_vmalert(rules: Path, vm: VictoriaMetrics) -> subprocess.Popen[bytes]:
+def start_vmalert(rules: Path, vm: VictoriaMetrics, *extra: str, port: int | None = None) -> subprocess.Popen[bytes]:
     """vmalert evaluating ``rules`` against ``vm`` and writing the recorded series back to it."""
-    port = free_port()
+    port = port or free_port()
     auth = [f"-{side}.basicAuth.{k}={v}" for side in ("datasource", "remoteWrite")
             for k, v in (("username", AUTH[0]), ("password", AUTH[1]))]
     proc = subprocess.Popen([VMALERT, f"-rule={rules}", f"-datasource.url={vm.base}", f"-remoteWrite.url={vm.base}",
                              f"-httpListenAddr=127.0.0.1:{port}", "-remoteWrite.flushInterval=1s",
-                             "-loggerLevel=ERROR", *auth], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-loggerLevel=ERROR", *auth, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200, 30,
                "vmalert ready")
     return proc

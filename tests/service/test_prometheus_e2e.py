@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.grafana.dashboards import COLLECTOR_SERIES
 from probe.analysis.verdict import Controls
 from probe.core.config import Target
 from probe.core.context import Context
@@ -210,14 +211,18 @@ def fast_rules(tmp: Path, name: str) -> Path:
 
 
 def start_prometheus(tmp: Path, probe_port: int, on_demand: list[str]) -> tuple[subprocess.Popen[bytes], Prom]:
-    port = free_port()
-    config = {
+    return run_prometheus(tmp, {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
         "rule_files": [str(DEPLOY / "rules" / "probe.rules.yml"), str(fast_rules(tmp, "fleet.rules.yml"))],
         "scrape_configs": [{"job_name": "probe", "static_configs": [
             {"targets": [f"127.0.0.1:{probe_port}"], "labels": {"instance": "probe-test"}}]},
             on_demand_job(probe_port, on_demand)],
-    }
+    })
+
+
+def run_prometheus(tmp: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Prom]:
+    """A real Prometheus on loopback with this configuration, its data under ``tmp``; once ready."""
+    port = free_port()
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
         [PROMETHEUS, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
@@ -229,13 +234,17 @@ def start_prometheus(tmp: Path, probe_port: int, on_demand: list[str]) -> tuple[
     return proc, prom
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
+def dashboard_queries(*, collector: bool = False) -> list[tuple[str, str]]:
     """(where, expr) of every panel query, the variables set to "All" (a single service, web, where
-    the dashboard needs one: ``service="$service"``)."""
+    the dashboard needs one: ``service="$service"``). The queries of the panels that read a fleet
+    collector's series (``COLLECTOR_SERIES``) with ``collector=True``, the others without."""
     out = []
     for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
         data = json.loads(path.read_text())
         for panel in data["panels"]:
+            exprs = [t["expr"] for t in panel.get("targets", [])]
+            if any(COLLECTOR_SERIES.search(e) for e in exprs) != collector:
+                continue
             for target in panel.get("targets", []):
                 expr = target["expr"].replace("$__rate_interval", "15s").replace('=~"$service"', '=~".*"')
                 for var in ("$instance", "$cc", "$asn"):

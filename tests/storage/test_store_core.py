@@ -35,6 +35,11 @@ def test_append_query_filters_and_order(tmp_path: Path) -> None:
         assert len(times) == 3 and times == sorted(times)  # tg at +2, +3; wa at +2
         assert len(list(store.query(limit=2, newest_first=True))) == 2
         assert list(store.query(record_type="check")) == []
+        # a misspelt filter is an error, never a silent read of every record
+        with pytest.raises(TypeError, match="targte"):
+            list(store.query(targte="wa"))  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="sevice"):
+            next(store.query_raw(sevice="x"))  # type: ignore[call-arg]
 
 
 def test_batches_survive_a_crash_whole(tmp_path: Path) -> None:
