@@ -266,8 +266,12 @@ def _link(title: str, url: str) -> dashboard.DynamicConfigValue:
 #: Drill-down: a network cell opens this dashboard on that network; a probe opens its own dashboard.
 TO_NETWORK = _link("Probes of this network", "/d/probe-fleet/?var-cc=${__data.fields.cc}"
                    "&var-asn=${__data.fields.asn}&var-service=${__data.fields.service}&${__url_time_range}")
-TO_PROBE = _link("This probe's service drill-down", "/d/probe-service/?var-instance=${__data.fields.probe}"
-                 "&var-service=${__data.fields.service}&${__url_time_range}")
+#: The central store holds each probe's per-service states, not its per-target series (vmagent sends
+#: only what the fleet reads: docs/fleet.md), so a probe opens this dashboard on that probe.
+TO_PROBE = _link("This probe's services", "/d/probe-fleet/?var-cc=${__data.fields.cc}"
+                 "&var-asn=${__data.fields.asn}&var-probe=${__data.fields.probe}&${__url_time_range}")
+#: The selected probes (all by default), for the panels that list single probes.
+PROBE = 'probe=~"$probe"'
 
 
 def _table(title: str, grid: dashboard.GridPos, description: str, *queries: tuple[str, str],
@@ -293,14 +297,16 @@ def fleet() -> dash_b.Dashboard:
              .with_variable(_fleet_var("cc", "Country", "label_values(probe_build_info, cc)"))
              .with_variable(_fleet_var("asn", "Network (ASN)", 'label_values(probe_build_info{cc=~"$cc"}, asn)'))
              .with_variable(_fleet_var("service", "Service", f"label_values({COUNTS}, service)"))
+             .with_variable(_fleet_var("probe", "Probe",
+                                       'label_values(probe_build_info{cc=~"$cc", asn=~"$asn"}, probe)'))
              .link(dash_b.DashboardLink("Per-probe dashboards").type(dashboard.DashboardLinkType.DASHBOARDS)
                    .tags(["probe"]).as_dropdown(True).include_vars(False).keep_time(True)))
     counts = list(zip("ABCDE", STATES.values(), strict=True))
     probes = ("F", PROBES)
     shares = ("G", f"({STATES['blocked']}) / {PROBES}")
     names = {f"Value #{ref}": name for ref, name in zip("ABCDEFG", [*STATES, "probes", "share blocked"], strict=True)}
-    events = f'probe_event_active{{{NET}, service=~"$service"}}'
-    up = f'up{{job="probe", {NET}}}'
+    events = f'probe_event_active{{{NET}, {PROBE}, service=~"$service"}}'
+    up = f'up{{job="probe", {NET}, {PROBE}}}'
     return (board
             .with_panel(_table("Services × networks now", _grid(10, 24, 0, 0),
                                "Per service and network: how many probes see it blocked, throttled, withheld by its "
@@ -330,14 +336,14 @@ def fleet() -> dash_b.Dashboard:
                                "Events going on now, with their start (bounded between the last good and the "
                                "first bad measurement). Click a probe for its own dashboard.",
                                ("A", f'max by (probe, cc, asn, service, type) (probe_event_start_timestamp_seconds'
-                                     f'{{{NET}, service=~"$service"}}) * 1000'),
+                                     f'{{{NET}, {PROBE}, service=~"$service"}}) * 1000'),
                                renames={"Value": "since"})
                         .unit("dateTimeAsIso"))
             .with_panel(_table("Probes seeing blocking or throttling", _grid(8, 12, 12, 28),
                                "Drill-down: the probes of the selected networks that see the service blocked or "
-                               "throttled now. Click a probe for its targets (its own service dashboard).",
-                               ("A", f'probe_service_state{{{NET}, service=~"$service", state=~"blocked|throttled"}}'
-                                     " == 1"))
+                               "throttled now. Click a probe for all its services.",
+                               ("A", f'probe_service_state{{{NET}, {PROBE}, service=~"$service", '
+                                     'state=~"blocked|throttled"} == 1'))
                         .with_transformation(dashboard.DataTransformerConfig(
                             id_val="organize", options={"excludeByName": {"Value": True, "__name__": True}})))
             .with_panel(stat.Panel().title("Probes reporting").datasource(DS).grid_pos(_grid(5, 6, 0, 36))
@@ -356,10 +362,17 @@ def fleet() -> dash_b.Dashboard:
                                "Per probe: seconds since its newest measurement reached this store (over the last "
                                "day: a probe silent for hours still shows here), and whether its daemon is up.",
                                ("A", f"time() - max by (probe, cc, asn) "
-                                     f"(max_over_time(probe_last_result_timestamp_seconds{{{NET}}}[1d]))"),
+                                     f"(max_over_time(probe_last_result_timestamp_seconds{{{NET}, {PROBE}}}[1d]))"),
                                ("B", f"max by (probe, cc, asn) ({up})"),
                                renames={"Value #A": "newest result age (s)", "Value #B": "up"})
-                        .thresholds(_steps("green", (900, "orange"), (3600, "red")))))
+                        .thresholds(_steps("green", (900, "orange"), (3600, "red"))))
+            .with_panel(_table("Services of the selected probes", _grid(8, 24, 0, 49),
+                               "The last level of the drill-down: each selected probe's state for each "
+                               "service, as the probe rolled up its targets' verdicts (probe_service_state). "
+                               "The targets' own verdicts stay on the probe and in its uploaded measurements.",
+                               ("A", f'probe_service_state{{{NET}, {PROBE}, service=~"$service"}} == 1'))
+                        .with_transformation(dashboard.DataTransformerConfig(
+                            id_val="organize", options={"excludeByName": {"Value": True, "__name__": True}}))))
 
 
 # -- The fleet's collector: fleet events and upload health (rows below the per-probe panels) ------

@@ -213,6 +213,12 @@ def test_two_probes_through_vmagent_into_victoriametrics(tmp_path: Path, ca_file
             assert by(vm.query(panel["probe-fleet.json: Probes seeing blocking or throttling"]),
                       "probe", "cc", "asn", "service", "state") == {
                 ("probe-a", "DE", "AS3320", "chat", "blocked"), ("probe-a", "DE", "AS3320", "web", "throttled")}
+            # the drill-down's last level: one probe's every service (the link sets $probe)
+            services = panel["probe-fleet.json: Services of the selected probes"]
+            assert by(vm.query(services), "probe", "cc", "asn", "service", "state") == expected_states
+            one = services.replace('probe=~".*"', 'probe=~"probe-b"')
+            assert by(vm.query(one), "probe", "service", "state") == {
+                ("probe-b", "web", "ok"), ("probe-b", "control", "ok")}
             ages = vm.query(panel["probe-fleet.json: Probe health: newest result age"])
             assert by(ages, "probe", "cc", "asn") == {(p, cc, f"AS{asn}") for p, (cc, asn) in PROBES.items()}
             assert all(0 <= float(r["value"][1]) < 60 for r in ages), ages

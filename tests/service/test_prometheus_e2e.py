@@ -247,7 +247,7 @@ def dashboard_queries(*, collector: bool = False) -> list[tuple[str, str]]:
                 continue
             for target in panel.get("targets", []):
                 expr = target["expr"].replace("$__rate_interval", "15s").replace('=~"$service"', '=~".*"')
-                for var in ("$instance", "$cc", "$asn"):
+                for var in ("$instance", "$cc", "$asn", "$probe"):
                     expr = expr.replace(var, ".*")
                 out.append((f"{path.name}: {panel['title']}", expr.replace("$service", "web")))
     return out
