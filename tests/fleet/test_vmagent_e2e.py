@@ -15,7 +15,7 @@ it, remote-writing with basic auth to one VictoriaMetrics on loopback. Checked:
   tests/service/test_prometheus_e2e.py); both rule files pass ``vmalert -dryRun``;
 * vmalert records deploy/rules/fleet.rules.yml, and every fleet dashboard panel query returns data:
   the overview's cells, the probes seeing blocking and the result ages are the expected series;
-* VictoriaMetrics stopped for ``OUTAGE`` seconds (20 here; bench/vmagent_soak.py does the two
+* VictoriaMetrics stopped for ``OUTAGE`` seconds (20 here; tests/fleet/test_vmagent_outage.py does the two
   minutes of the issue) leaves no gap: the raw samples exported over the outage window are never
   more than ``MAX_GAP`` apart (vmagent's disk buffer sends them once the store is back), and a range
   query with a step of the scrape interval has a point at every step.
