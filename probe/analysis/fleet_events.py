@@ -16,18 +16,26 @@ late); observations for a closed bin are counted in ``late`` and dropped. Per cl
    countries or ``world_share`` of the reporting countries fail, *other than the network's own*,
    the service is down for everyone: that bin says nothing about censorship anywhere.
 3. **Evidence.** Each probe's false-failure rate ``p_i`` for (service, type) is learnt from its
-   quiet periods (like :mod:`probe.analysis.events`). A bin's log-likelihood ratio of "a share
-   ``design_share`` of the network's probes is blocked (at ``block_rate``)" over "noise" is summed
-   over the probes that reported; a noisy probe's failures weigh little. A CUSUM over bins fires
-   at ``h_on`` nats, and only if the bin has at least ``min_probes`` blocked probes making up at
-   least ``min_share`` of those reporting.
+   quiet periods (like :mod:`probe.analysis.events`): what it saw is learnt ``settle_bins`` later,
+   unless an event of its ASN or of its country counted it among its affected probes meanwhile (a
+   3-probe ASN's ban is no noise to its country's series, which does not fire on it). A bin's
+   log-likelihood ratio of "a share ``design_share`` of the network's probes is blocked (at
+   ``block_rate``)" over "noise" is summed over the probes that reported; a noisy probe's
+   failures weigh little. A CUSUM over bins fires at ``h_on`` nats, and only if the bin has at
+   least ``min_probes`` blocked probes making up at least ``min_share`` of those reporting.
 4. **Bounds.** On firing, the points of the probes that saw the blocking (the *affected* probes)
    over the last ``lookback`` points are searched for the maximum-likelihood change point:
    ``start_high`` is the first blocked measurement of the episode, ``start_low`` the last ok one
    of the affected probes before it; ``start_time`` their midpoint. Many probes at staggered
    times bound a change far tighter than one probe's interval.
 5. **Lift.** While open, the affected probes' points are tested "back to noise" against "still
-   blocked at least ``lift_rate``" (``h_off`` nats); the end is placed like the start.
+   blocked at least ``lift_rate``" (``h_off`` nats); the end is placed like the start, over the
+   probes that *carried* the event: blocked in at least half of their points from their first
+   blocked one to the end first placed. A probe that joined on noise (two failures in a row) or in
+   a partial rollout was never blocked would otherwise place the end early with its ok points. In
+   both placements a probe's failures outside the event weigh at its own noise (at least 5 %), so
+   one noisy probe failing just after a lift moves the end little. A probe's status and streak
+   count once a bin, though it is in two series (its ASN's and its country's).
 
 The share of probes is reported: the affected probes whose last decisive point is blocked, over
 the probes that reported in the last two bins. A partial rollout (one city) shows as a share < 1.
