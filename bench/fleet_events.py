@@ -409,7 +409,9 @@ def table(sc: Scored, lateness: int) -> list[str]:
     for bucket in ("3 probes", "4-9 probes", ">= 10 probes"):
         o, a = ours.detected_by_size.get(bucket, [0, 0]), anc.detected_by_size.get(bucket, [0, 0])
         lines.append(_row(f"detected in networks of {bucket}", f"{o[0]} / {o[1]}", f"{a[0]} / {a[1]}"))
-    shares = " ".join(f"{s:.2f}" for s in sc.partial_shares) or "-"
+    shares = "-" if not sc.partial_shares else (
+        f"{sc.partial_shares[0]:.2f}" if len(sc.partial_shares) == 1
+        else f"{min(sc.partial_shares):.2f} to {max(sc.partial_shares):.2f}")
     lines.append(_row("partial rollout (35 % of one ASN): share shown", shares, "n/a"))
     lines.append(_row("country-scope events found / scripted", f"{sc.cc_found} / {sc.cc_scripted}", "n/a"))
     lines.append(_row("country-scope events not scripted", str(sc.cc_extra), "n/a"))
