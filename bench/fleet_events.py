@@ -21,7 +21,12 @@ domain): no controls, any failure counts. Printed: per-network start and end err
 p50/p95), delay to detection, missed and false events (false ones split into the benign cases),
 detection by the network's number of probes.
 
-    .venv/bin/python bench/fleet_events.py [--probes N] [--days D] [--seed S] [--json]
+    .venv/bin/python bench/fleet_events.py [--probes N] [--days D] [--seed S | --seeds S,S,...]
+                                           [--verbose] [--json]
+
+``--seeds`` runs one fleet per seed, prints each table and then one over all of them (errors pooled,
+counts summed), so that a p95 is not one event's accident. ``--verbose`` prints, per scripted
+network event, what ours found: start and end error, delay, the probes and share.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import sys
 import time
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +144,10 @@ def build(n_probes: int, days: float, seed: int) -> Fleet:
                                 off if off < _t(n_bins - 4 * HOUR) else None, hit, len(members)))
     for a in asns["BB"][:4]:  # the mobile operators
         on = _t(rng.uniform(0.8, 1.2) * 24 * HOUR * min(1.0, days / 3.0))
-        episodes.append(Episode("throttling", a, "BB", "social", "throttling", on, on + 24 * HOUR * INTERVAL,
-                                frozenset(asn_probes[a]), len(asn_probes[a])))
+        off = on + 24 * HOUR * INTERVAL
+        episodes.append(Episode("throttling", a, "BB", "social", "throttling", on,
+                                off if off < _t(n_bins - 4 * HOUR) else None, frozenset(asn_probes[a]),
+                                len(asn_probes[a])))
     for a in asns["CC"][:3] + asns["CC"][-1:]:
         on = _t(rng.uniform(0.3, 2.0) * 24 * HOUR * min(1.0, days / 3.0))
         episodes.append(Episode("vpn", a, "CC", "vpn-wg", "circumvention", on, None, frozenset(asn_probes[a]),
@@ -243,6 +250,23 @@ class Score:
     missed: list[Episode]
     false: dict[str, int]
     detected_by_size: dict[str, list[int]]
+    #: each scripted episode and the index of the found event matched to it (None: missed)
+    matched: list[tuple[Episode, int | None]] = field(default_factory=list)
+
+    def add(self, other: Score) -> None:
+        """Pool another run's figures into this one (several seeds)."""
+        self.start += other.start
+        self.end += other.end
+        self.end_mismatch += other.end_mismatch
+        self.delay += other.delay
+        self.missed += other.missed
+        self.matched += other.matched
+        for case, n in other.false.items():
+            self.false[case] = self.false.get(case, 0) + n
+        for bucket, (hit, total) in other.detected_by_size.items():
+            mine = self.detected_by_size.setdefault(bucket, [0, 0])
+            mine[0] += hit
+            mine[1] += total
 
 
 def _bucket(n: int) -> str:
@@ -267,6 +291,7 @@ def score(fleet: Fleet, found: Sequence[tuple[str, str, str, float, float | None
                 best = j
         bucket = sc.detected_by_size.setdefault(_bucket(ep.network_probes), [0, 0])
         bucket[1] += 1
+        sc.matched.append((ep, best))
         if best is None:
             sc.missed.append(ep)
             continue
@@ -296,15 +321,71 @@ def _row(label: str, ours: str, anchor: str, goal: str = "") -> str:
     return f"{label:46} {ours:>16} {anchor:>16}   {goal}"
 
 
-def report(fleet: Fleet, result: Run, params: FleetParams) -> dict[str, Any]:
-    asn_events = [(e.network, e.service, e.type, e.start_time, e.end_time, e.detected_at)
-                  for e in result.ours if e.scope == "asn"]
+@dataclass
+class Scored:
+    """One run's (or several runs' pooled) figures."""
+
+    ours: Score
+    anchor: Score
+    scripted: int
+    partial_shares: list[float]
+    cc_found: int
+    cc_scripted: int
+    cc_extra: int
+    verbose: list[str]
+
+    def add(self, other: Scored) -> None:
+        self.ours.add(other.ours)
+        self.anchor.add(other.anchor)
+        self.scripted += other.scripted
+        self.partial_shares += other.partial_shares
+        self.cc_found += other.cc_found
+        self.cc_scripted += other.cc_scripted
+        self.cc_extra += other.cc_extra
+
+
+def scored(fleet: Fleet, result: Run, params: FleetParams) -> Scored:
+    ours_asn = [e for e in result.ours if e.scope == "asn"]
+    asn_events = [(e.network, e.service, e.type, e.start_time, e.end_time, e.detected_at) for e in ours_asn]
     anchor = [(a, s, "", st, en, f) for a, s, st, en, f in result.anchor]
     ours = score(fleet, asn_events, typed=True, lateness=params.lateness)
     anc = score(fleet, anchor, typed=False, lateness=params.lateness)
-    cc_events = [e for e in result.ours if e.scope == "cc"]
     truth_cc = {(ep.cc, ep.service, ep.kind) for ep in fleet.episodes}
-    cc_found = {(e.network, e.service, e.type) for e in cc_events}
+    cc_found = {(e.network, e.service, e.type) for e in result.ours if e.scope == "cc"}
+    partial = [e.share for e in ours_asn if e.network == fleet.episodes[8].asn and e.service == "messenger"]
+    return Scored(ours, anc, len(fleet.episodes), partial[:1], len(cc_found & truth_cc), len(truth_cc),
+                  len(cc_found - truth_cc), per_event(fleet, ours, ours_asn, params))
+
+
+def per_event(fleet: Fleet, sc: Score, found: Sequence[FleetEvent], params: FleetParams) -> list[str]:
+    """One line per scripted network event: what ours found for it (errors in intervals)."""
+    probes = {a: len(ps) for a, ps in fleet.asn_probes.items()}
+    noisy = {pid for pid, _, _, _, noise, _ in fleet.probes if noise > NOISE}
+    lines = [f"{'case':11} {'asn':8} {'service':10} {'type':13} {'net':>4} {'hit':>4} {'noisy':>5} "
+             f"{'start err':>9} {'end err':>8} {'delay':>6} {'probes':>6} {'share':>5}  end bound (intervals)"]
+    for ep, j in sc.matched:
+        head = (f"{ep.case:11} {ep.asn:8} {ep.service:10} {ep.kind:13} {probes[ep.asn]:4d} {len(ep.probes):4d} "
+                f"{len(ep.probes & noisy):5d} ")
+        if j is None:
+            lines.append(head + "missed")
+            continue
+        e = found[j]
+        end = "-" if e.end_time is None or ep.lift is None else f"{(e.end_time - ep.lift) / INTERVAL:+8.2f}"
+        if e.end_time is None and ep.lift is not None:
+            end = "open"
+        elif e.end_time is not None and ep.lift is None:
+            end = "ended"
+        bound = "" if e.end_low is None or e.end_high is None else (
+            f"[{(e.end_low - T0) / INTERVAL:.2f}, {(e.end_high - T0) / INTERVAL:.2f}]"
+            + (f" lift {(ep.lift - T0) / INTERVAL:.2f}" if ep.lift is not None else ""))
+        lines.append(head + f"{(e.start_time - ep.onset) / INTERVAL:+9.2f} {end:>8} "
+                     f"{(e.detected_at - ep.onset) / INTERVAL + params.lateness:6.2f} {e.probes:6d} {e.share:5.2f}  "
+                     + bound)
+    return lines
+
+
+def table(sc: Scored, lateness: int) -> list[str]:
+    ours, anc = sc.ours, sc.anchor
     benign_cases = ("probe-offline", "asn-outage", "worldwide-outage")
 
     def q(values: list[float], p: float) -> str:
@@ -315,11 +396,12 @@ def report(fleet: Fleet, result: Run, params: FleetParams) -> dict[str, Any]:
                   f"{q(anc.start, .5)} / {q(anc.start, .95)}", "p95 <= 1"),
              _row("end error p50 / p95 (intervals)", f"{q(ours.end, .5)} / {q(ours.end, .95)}",
                   f"{q(anc.end, .5)} / {q(anc.end, .95)}", "p95 <= 1"),
-             _row(f"delay to detection p50 / p95 (+{params.lateness} bins wait)",
+             _row("end error max (intervals)", q(ours.end, 1.0), q(anc.end, 1.0)),
+             _row(f"delay to detection p50 / p95 (+{lateness} bins wait)",
                   f"{q(ours.delay, .5)} / {q(ours.delay, .95)}",
                   f"{q(anc.delay, .5)} / {q(anc.delay, .95)}"),
-             _row("missed events (of scripted)", f"{len(ours.missed)} / {len(fleet.episodes)}",
-                  f"{len(anc.missed)} / {len(fleet.episodes)}", "0")]
+             _row("missed events (of scripted)", f"{len(ours.missed)} / {sc.scripted}",
+                  f"{len(anc.missed)} / {sc.scripted}", "0")]
     for case in benign_cases:
         lines.append(_row(f"false events: {case}", str(ours.false.get(case, 0)), str(anc.false.get(case, 0)), "0"))
     lines.append(_row("false events: elsewhere (noise, noisy probes)", str(ours.false.get("noise", 0)),
@@ -327,28 +409,25 @@ def report(fleet: Fleet, result: Run, params: FleetParams) -> dict[str, Any]:
     for bucket in ("3 probes", "4-9 probes", ">= 10 probes"):
         o, a = ours.detected_by_size.get(bucket, [0, 0]), anc.detected_by_size.get(bucket, [0, 0])
         lines.append(_row(f"detected in networks of {bucket}", f"{o[0]} / {o[1]}", f"{a[0]} / {a[1]}"))
-    partial = [e for e in result.ours if e.scope == "asn" and e.network == fleet.episodes[8].asn
-               and e.service == "messenger"]
-    lines.append(_row("partial rollout (35 % of one ASN): share shown", f"{partial[0].share:.2f}" if partial else "-",
-                      "n/a"))
-    lines.append(_row("country-scope events found / scripted", f"{len(cc_found & truth_cc)} / {len(truth_cc)}", "n/a"))
-    lines.append(_row("country-scope events not scripted", str(len(cc_found - truth_cc)), "n/a"))
-    misses = [f"{ep.case}:{ep.asn}:{ep.service}" for ep in ours.missed]
-    figures = {
-        "probes": len(fleet.probes), "asns": len(fleet.asn_probes),
-        "countries": len({cc for _, cc, _, _, _, _ in fleet.probes}), "bins": fleet.n_bins,
-        "interval_s": INTERVAL, "observations": result.observations, "late": result.late,
-        "ours": {"start_p50": _q(ours.start, .5), "start_p95": _q(ours.start, .95), "end_p50": _q(ours.end, .5),
-                 "end_p95": _q(ours.end, .95), "delay_p50": _q(ours.delay, .5), "delay_p95": _q(ours.delay, .95),
-                 "missed": len(ours.missed), "false": ours.false, "cpu_s": result.seconds_ours,
-                 "by_size": ours.detected_by_size, "missed_list": misses, "end_mismatch": ours.end_mismatch},
-        "anchor": {"start_p50": _q(anc.start, .5), "start_p95": _q(anc.start, .95), "end_p50": _q(anc.end, .5),
-                   "end_p95": _q(anc.end, .95), "delay_p50": _q(anc.delay, .5), "delay_p95": _q(anc.delay, .95),
-                   "missed": len(anc.missed), "false": anc.false, "cpu_s": result.seconds_anchor,
-                   "by_size": anc.detected_by_size},
-        "scripted": len(fleet.episodes), "table": lines,
-    }
-    return figures
+    shares = "-" if not sc.partial_shares else (
+        f"{sc.partial_shares[0]:.2f}" if len(sc.partial_shares) == 1
+        else f"{min(sc.partial_shares):.2f} to {max(sc.partial_shares):.2f}")
+    lines.append(_row("partial rollout (35 % of one ASN): share shown", shares, "n/a"))
+    lines.append(_row("country-scope events found / scripted", f"{sc.cc_found} / {sc.cc_scripted}", "n/a"))
+    lines.append(_row("country-scope events not scripted", str(sc.cc_extra), "n/a"))
+    return lines
+
+
+def figures_of(sc: Scored) -> dict[str, Any]:
+    def side(s: Score) -> dict[str, Any]:
+        return {"start_p50": _q(s.start, .5), "start_p95": _q(s.start, .95), "end_p50": _q(s.end, .5),
+                "end_p95": _q(s.end, .95), "end_max": _q(s.end, 1.0), "delay_p50": _q(s.delay, .5),
+                "delay_p95": _q(s.delay, .95), "missed": len(s.missed), "false": s.false,
+                "by_size": s.detected_by_size}
+    ours = side(sc.ours)
+    ours["missed_list"] = [f"{ep.case}:{ep.asn}:{ep.service}" for ep in sc.ours.missed]
+    ours["end_mismatch"] = sc.ours.end_mismatch
+    return {"ours": ours, "anchor": side(sc.anchor), "scripted": sc.scripted}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,28 +435,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--probes", type=int, default=10_000)
     ap.add_argument("--days", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", default="", help="comma-separated seeds: one run each, then the pooled table")
+    ap.add_argument("--verbose", action="store_true", help="also print ours per scripted network event")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = ap.parse_args(argv)
     if not 0.5 <= args.days <= 7 or not 1000 <= args.probes <= 50_000:
         ap.error("--days in [0.5, 7], --probes in [1000, 50000]")
-    began = time.monotonic()
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()] or [args.seed]
+    except ValueError:
+        ap.error("--seeds: integers separated by commas")
     params = FleetParams(interval=INTERVAL)
-    fleet = build(args.probes, args.days, args.seed)
-    result = run(fleet, args.seed, params)
-    figures = report(fleet, result, params)
-    print(f"fleet: {figures['probes']} probes, {figures['asns']} ASNs, {figures['countries']} countries; "
-          f"{fleet.n_bins} intervals of {INTERVAL:.0f} s; {result.observations} measurements "
-          f"({result.late} late); {len(fleet.episodes)} scripted network events")
-    print("errors and delays in measurement intervals; ASN scope; anchor = ooni/data CUSUM on each (service, ASN)")
-    print("\n".join(figures["table"]))
-    if figures["ours"]["end_mismatch"]:
-        print("end error inf (ours): " + ", ".join(figures["ours"]["end_mismatch"]))
-    if figures["ours"]["missed_list"]:
-        print("missed by ours: " + ", ".join(figures["ours"]["missed_list"]))
-    print(f"cpu: ours {result.seconds_ours:.1f} s ({1e6 * result.seconds_ours / result.observations:.1f} us per "
-          f"measurement), anchor {result.seconds_anchor:.1f} s; elapsed {time.monotonic() - began:.1f} s")
+    pooled: Scored | None = None
+    per_seed: dict[str, Any] = {}
+    for seed in seeds:
+        began = time.monotonic()
+        fleet = build(args.probes, args.days, seed)
+        result = run(fleet, seed, params)
+        sc = scored(fleet, result, params)
+        print(f"seed {seed}: fleet: {len(fleet.probes)} probes, {len(fleet.asn_probes)} ASNs, "
+              f"{len({cc for _, cc, _, _, _, _ in fleet.probes})} countries; {fleet.n_bins} intervals of "
+              f"{INTERVAL:.0f} s; {result.observations} measurements ({result.late} late); "
+              f"{len(fleet.episodes)} scripted network events")
+        print("errors and delays in measurement intervals; ASN scope; anchor = ooni/data CUSUM on each (service, ASN)")
+        print("\n".join(table(sc, params.lateness)))
+        if args.verbose:
+            print("ours per scripted network event (net: the ASN's probes; hit: those blocked; noisy: of them):")
+            print("\n".join(sc.verbose))
+        if sc.ours.end_mismatch:
+            print("end error inf (ours): " + ", ".join(sc.ours.end_mismatch))
+        if sc.ours.missed:
+            print("missed by ours: " + ", ".join(f"{ep.case}:{ep.asn}:{ep.service}" for ep in sc.ours.missed))
+        print(f"cpu: ours {result.seconds_ours:.1f} s ({1e6 * result.seconds_ours / result.observations:.1f} us per "
+              f"measurement), anchor {result.seconds_anchor:.1f} s; elapsed {time.monotonic() - began:.1f} s\n")
+        per_seed[str(seed)] = {**figures_of(sc), "probes": len(fleet.probes), "asns": len(fleet.asn_probes),
+                               "countries": len({cc for _, cc, _, _, _, _ in fleet.probes}), "bins": fleet.n_bins,
+                               "interval_s": INTERVAL, "observations": result.observations, "late": result.late,
+                               "cpu_s": {"ours": result.seconds_ours, "anchor": result.seconds_anchor}}
+        if pooled is None:
+            pooled = sc
+        else:
+            pooled.add(sc)
+    assert pooled is not None
+    if len(seeds) > 1:
+        print(f"all {len(seeds)} seeds ({', '.join(map(str, seeds))}) pooled: "
+              f"{pooled.scripted} scripted network events")
+        print("\n".join(table(pooled, params.lateness)))
     if args.json:
-        print(json.dumps({k: v for k, v in figures.items() if k != "table"}, default=float))
+        figures = per_seed[str(seeds[0])] if len(seeds) == 1 else {**per_seed[str(seeds[0])], **figures_of(pooled),
+                                                                   "seeds": per_seed}
+        print(json.dumps(figures, default=float))
     return 0
 
 

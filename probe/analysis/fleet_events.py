@@ -16,18 +16,26 @@ late); observations for a closed bin are counted in ``late`` and dropped. Per cl
    countries or ``world_share`` of the reporting countries fail, *other than the network's own*,
    the service is down for everyone: that bin says nothing about censorship anywhere.
 3. **Evidence.** Each probe's false-failure rate ``p_i`` for (service, type) is learnt from its
-   quiet periods (like :mod:`probe.analysis.events`). A bin's log-likelihood ratio of "a share
-   ``design_share`` of the network's probes is blocked (at ``block_rate``)" over "noise" is summed
-   over the probes that reported; a noisy probe's failures weigh little. A CUSUM over bins fires
-   at ``h_on`` nats, and only if the bin has at least ``min_probes`` blocked probes making up at
-   least ``min_share`` of those reporting.
+   quiet periods (like :mod:`probe.analysis.events`): what it saw is learnt ``settle_bins`` later,
+   unless an event of its ASN or of its country counted it among its affected probes meanwhile (a
+   3-probe ASN's ban is no noise to its country's series, which does not fire on it). A bin's
+   log-likelihood ratio of "a share ``design_share`` of the network's probes is blocked (at
+   ``block_rate``)" over "noise" is summed over the probes that reported; a noisy probe's
+   failures weigh little. A CUSUM over bins fires at ``h_on`` nats, and only if the bin has at
+   least ``min_probes`` blocked probes making up at least ``min_share`` of those reporting.
 4. **Bounds.** On firing, the points of the probes that saw the blocking (the *affected* probes)
    over the last ``lookback`` points are searched for the maximum-likelihood change point:
    ``start_high`` is the first blocked measurement of the episode, ``start_low`` the last ok one
    of the affected probes before it; ``start_time`` their midpoint. Many probes at staggered
    times bound a change far tighter than one probe's interval.
 5. **Lift.** While open, the affected probes' points are tested "back to noise" against "still
-   blocked at least ``lift_rate``" (``h_off`` nats); the end is placed like the start.
+   blocked at least ``lift_rate``" (``h_off`` nats); the end is placed like the start, over the
+   probes that *carried* the event: blocked in at least half of their points from their first
+   blocked one to the end first placed. A probe that joined on noise (two failures in a row) or in
+   a partial rollout was never blocked would otherwise place the end early with its ok points. In
+   both placements a probe's failures outside the event weigh at its own noise (at least 5 %), so
+   one noisy probe failing just after a lift moves the end little. A probe's status and streak
+   count once a bin, though it is in two series (its ASN's and its country's).
 
 The share of probes is reported: the affected probes whose last decisive point is blocked, over
 the probes that reported in the last two bins. A partial rollout (one city) shows as a share < 1.
@@ -159,6 +167,7 @@ class _Probe:
     last_bad: bool = False
     last_bin: int = -1
     streak: int = 0  # bins in a row it saw the type blocked
+    busy_bin: int = -1  # the last bin it was among an open event's affected probes (not noise then)
 
 
 @dataclass
@@ -352,15 +361,19 @@ class FleetDetector:
         seen: list[tuple[_Probe, bool]] = []
         for pid, bad in per_probe.items():
             probe = self._probe(pid, key[2], kind)
-            probe.last_bad, probe.last_bin = bad, b
-            probe.streak = probe.streak + 1 if bad else 0
-            seen += [(probe, bad), (series.noise, bad)]
+            if probe.last_bin != b:  # once a bin: the probe is in its ASN's series and in its country's
+                probe.streak = probe.streak + 1 if bad else 0
+                probe.last_bad, probe.last_bin = bad, b
+            seen.append((probe, bad))
         series.last_bin = b
         if series.open is None:
             series.pending.append((b, seen))
             while series.pending and series.pending[0][0] <= b - self.p.settle_bins:
-                for counts, bad in series.pending.popleft()[1]:  # no event came of it: noise
-                    self._learn(counts, bad)
+                seen_b, seen = series.pending.popleft()
+                for probe, bad in seen:  # no event came of it, at either scope: noise
+                    if probe.busy_bin < seen_b:
+                        self._learn(probe, bad)
+                        self._learn(series.noise, bad)
             warm = b - series.first_bin >= self.p.warmup_bins  # before that, only learn the noise
             series.s = max(0.0, series.s + llr) if warm else 0.0
             share = len(blocked) / len(reporting) if reporting else 0.0
@@ -385,29 +398,48 @@ class FleetDetector:
         probe.bad_w = probe.bad_w * self._keep + (1.0 if bad else 0.0)
         probe.all_w = probe.all_w * self._keep + 1.0
 
-    def _place(self, series: _Series, affected: set[str], onset: bool, floor: float) -> tuple[float, float]:
+    def _place(self, key: SeriesKey, series: _Series, affected: set[str], onset: bool,
+               floor: float) -> tuple[float, float]:
         """(low, high): the maximum-likelihood change among the affected probes' points after ``floor``
-        (sharp model)."""
-        pts = [(t, bad) for t, pid, bad in series.points if pid in affected and t > floor]
+        (sharp model; each probe's failures outside the event at its own noise, at least 5 %, so that a
+        noisy probe's failure just before an onset or just after a lift moves the change little)."""
+        pts = [(t, pid, bad) for t, pid, bad in series.points if pid in affected and t > floor]
         if not pts:
             return (0.0, 0.0)
-        p0, p1 = 0.05, self.p.block_rate
-        on_bad, on_ok = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+        p1 = self.p.block_rate
+        weights: dict[str, tuple[float, float]] = {}
+        for pid in affected:
+            p0 = max(0.05, self._noise(self._probe(pid, key[2], key[3])))
+            weights[pid] = (math.log(p1 / p0), math.log((1 - p1) / (1 - p0)))
         total, best, best_i = 0.0, -math.inf, len(pts) - 1
         for i in range(len(pts) - 1, -1, -1):
-            t, bad = pts[i]
+            t, pid, bad = pts[i]
+            on_bad, on_ok = weights[pid]
             total += (on_bad if bad else on_ok) * (1 if onset else -1)
             if bad == onset and total > best:
                 best, best_i = total, i
         high = pts[best_i][0]
-        low = next((t for t, bad in reversed(pts[:best_i]) if bad != onset), high)
+        low = next((t for t, _, bad in reversed(pts[:best_i]) if bad != onset), high)
         return low, high
+
+    @staticmethod
+    def _carriers(series: _Series, affected: set[str], floor: float, until: float) -> set[str]:
+        """The affected probes that carried the event: blocked in at least half of their points from their
+        first blocked one after ``floor`` through ``until``. A probe that joined on noise (two failures in
+        a row) or was never blocked is not one: its ok points would look like the end."""
+        counts: dict[str, list[int]] = {}
+        for t, pid, bad in series.points:
+            if floor < t <= until and pid in affected and (bad or pid in counts):
+                c = counts.setdefault(pid, [0, 0])
+                c[0] += bad
+                c[1] += 1
+        return {pid for pid, (bad, total) in counts.items() if 2 * bad >= total}
 
     def _fire(self, key: SeriesKey, series: _Series, blocked: set[str], end: float) -> None:
         # the affected probes: those blocked now, and those whose last status is blocked
         affected = set(blocked) | {pid for pid, b in series.recent.items()
                                    if b >= series.last_bin - 1 and self._probes[(pid, key[2], key[3])].last_bad}
-        low, high = self._place(series, affected, onset=True, floor=series.floor)
+        low, high = self._place(key, series, affected, onset=True, floor=series.floor)
         series.open = _Open(start=((low + high) / 2.0, low, high), affected=affected, detected_at=end)
         series.s = 0.0
         series.pending.clear()
@@ -420,6 +452,8 @@ class FleetDetector:
         for pid in recent:  # a probe joins once blocked two bins in a row: one noisy failure does not
             if self._probes[(pid, key[2], key[3])].streak >= 2:
                 o.affected.add(pid)
+        for pid in o.affected:  # what it sees now is the event's, not its noise (for the other scope too)
+            self._probe(pid, key[2], key[3]).busy_bin = b
         probes = sum(1 for pid in recent if pid in o.affected and self._probes[(pid, key[2], key[3])].last_bad)
         if (probes, len(recent)) != (o.probes, o.reporting):
             o.probes, o.reporting = probes, len(recent)
@@ -430,7 +464,11 @@ class FleetDetector:
     def _close(self, key: SeriesKey, series: _Series, end: float) -> None:
         o = series.open
         assert o is not None
-        low, high = self._place(series, o.affected, onset=False, floor=o.start[2] - 1e-6)
+        floor = o.start[2] - 1e-6
+        low, high = self._place(key, series, o.affected, onset=False, floor=floor)
+        carriers = self._carriers(series, o.affected, floor, low)
+        if carriers and carriers != o.affected:
+            low, high = self._place(key, series, carriers, onset=False, floor=floor)
         low = max(low, o.start[2])
         high = max(high, low)
         event = self._event(key, series, o, ((low + high) / 2.0, low, high), end)

@@ -18,8 +18,10 @@ PARAMS = FleetParams(interval=I)
 def fleet(n_bins: int, networks: dict[tuple[str, str], int], world: int = 0, *, seed: int = 1,
           blocked: dict[str, tuple[float, float | None, str]] | None = None,
           down: dict[str, tuple[float, float]] | None = None, noise: float = 0.01,
-          service_down: tuple[float, float] | None = None) -> list[Observation]:
-    """Observations of probes p<asn>-<k>; ``blocked`` and ``down`` are keyed by probe id (or by ASN)."""
+          service_down: tuple[float, float] | None = None, noisy: dict[str, float] | None = None,
+          ) -> list[Observation]:
+    """Observations of probes p<asn>-<k>; ``blocked``, ``down`` and ``noisy`` (a probe's own failure rate)
+    are keyed by probe id (or by ASN)."""
     rng = random.Random(seed)
     nets = dict(networks)
     for k in range(world):  # probes in other countries, two ASNs each
@@ -42,7 +44,7 @@ def fleet(n_bins: int, networks: dict[tuple[str, str], int], world: int = 0, *, 
                     blocking = "tcp_ip"
                 elif rule and rule[0] <= t and (rule[1] is None or t < rule[1]):
                     blocking = rule[2]
-                elif rng.random() < noise:
+                elif rng.random() < next((r for key, r in (noisy or {}).items() if key in (pid, asn)), noise):
                     blocking = "tcp_ip"
                 out.append(Observation(t, pid, cc, asn, "messenger", blocking))
     return out
@@ -125,3 +127,47 @@ def test_observation_from_an_ooni_measurement() -> None:
     assert o.time == T0
     m["test_keys"]["category"] = "control"  # type: ignore[index]
     assert observation(m).control  # type: ignore[union-attr]
+
+
+def _one_ended(obs: list[Observation], asn: str) -> tuple[float, float, float]:
+    """(start_time, end_time, closed at) of the one ASN-scope event found."""
+    found = [e for e in detect(obs, PARAMS) if e.scope == "asn"]
+    assert [e.network for e in found] == [asn], found  # one event: not split, nothing elsewhere
+    e = found[0]
+    assert e.end_time is not None, "still open"
+    return e.start_time, e.end_time, e.updated_at
+
+
+@pytest.mark.parametrize("seed", [14, 16])
+def test_probes_never_blocked_do_not_pull_the_end_of_a_partial_rollout(seed: int) -> None:
+    """A probe's one failure used to count twice (once in its ASN's series, once in its country's), so
+    probes that were never blocked joined the event on one noisy failure, and their ok points placed the
+    end far too early (seed 7 of the bench: 2.9 intervals; here tens of intervals)."""
+    onset, lift = T0 + 30.5 * I, T0 + 110.3 * I
+    blocked = {f"pAS1-{k}": (onset, lift, "tcp_ip") for k in range(4)}  # one city: 4 of the ASN's 10
+    obs = fleet(150, {("AA", "AS2"): 10, ("AA", "AS1"): 10}, blocked=blocked, seed=seed, noise=0.05)
+    start, end, _ = _one_ended(obs, "AS1")
+    assert abs(start - onset) <= I and abs(end - lift) <= I
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_small_network_lift_is_not_taken_for_noise_by_the_country(seed: int) -> None:
+    """While a 3-probe ASN's event is open, its country's series (which does not fire: 3 probes of 63)
+    used to learn the blocked measurements as the probes' noise, so the lift took 14-16 intervals to
+    be seen instead of about 4."""
+    onset, lift = T0 + 40.4 * I, T0 + 100.7 * I
+    obs = fleet(160, {("AA", "AS1"): 3, ("AA", "AS2"): 60}, blocked={"AS1": (onset, lift, "tcp_ip")}, seed=seed)
+    start, end, closed = _one_ended(obs, "AS1")
+    assert abs(start - onset) <= I and abs(end - lift) <= I
+    assert closed - lift <= 8 * I
+
+
+@pytest.mark.parametrize("seed", [1, 18])
+def test_a_noisy_probe_neither_holds_the_event_open_nor_moves_its_end(seed: int) -> None:
+    """One of the three probes fails 25 % of the time: its failures after the lift weigh at its own noise."""
+    onset, lift = T0 + 40.4 * I, T0 + 100.7 * I
+    obs = fleet(150, {("AA", "AS2"): 30, ("AA", "AS1"): 3}, blocked={"AS1": (onset, lift, "tcp_ip")},
+                seed=seed, noisy={"pAS1-0": 0.25})
+    start, end, closed = _one_ended(obs, "AS1")
+    assert abs(start - onset) <= I and abs(end - lift) <= I
+    assert closed - lift <= 10 * I
