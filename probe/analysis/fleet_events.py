@@ -232,7 +232,12 @@ class FleetDetector:
             self.newest = max(self.newest, obs.time)
 
     def advance(self, now: float) -> list[FleetEvent]:
-        """Close every bin that ended ``lateness`` bins before ``now``; the events that changed."""
+        """Close every bin that ended ``lateness`` bins before ``now``; the events that changed.
+
+        ``now`` on the data's clock may be -inf (:attr:`newest` before any observation was fed: a
+        batch of measurements none of which is a service's verdict): nothing closes then."""
+        if not math.isfinite(now):
+            return []
         last = int(now // self.p.interval) - 1 - self.p.lateness
         for b in sorted(k for k in self._bins if k <= last):
             self._process(b, self._bins.pop(b))

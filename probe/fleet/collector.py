@@ -375,6 +375,11 @@ class Collector:
             except (psycopg.Error, HTTPError) as exc:
                 self.metrics.event_runs.labels("error").inc()
                 log.warning("fleet events job: %s", type(exc).__name__)
+            except Exception:
+                # Any other failure is a defect, but it must not end the job for the collector's
+                # lifetime (the task's error surfaced only at shutdown): count it, say it, go on.
+                self.metrics.event_runs.labels("error").inc()
+                log.exception("fleet events job failed; trying again in %s s", self.settings.events_every_s)
             await asyncio.sleep(self.settings.events_every_s)
 
     async def ready(self, request: Request) -> dict[str, Any]:

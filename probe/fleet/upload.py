@@ -56,7 +56,7 @@ class Policy:
     batch_size: int = 500
     timeout_s: float = 30.0
     backoff_base_s: float = 1.0
-    backoff_max_s: float = 600.0
+    backoff_max_s: float = 60.0    # connection errors: resume within a minute of the network's return
     retry_after_max_s: float = 900.0
     deadline_s: float = 3600.0     # give up for this round (the queue stays pending)
 

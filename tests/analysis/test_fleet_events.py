@@ -3,6 +3,7 @@ end; one probe offline, an ASN's outage and a worldwide outage are none; a parti
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -171,3 +172,9 @@ def test_a_noisy_probe_neither_holds_the_event_open_nor_moves_its_end(seed: int)
     start, end, closed = _one_ended(obs, "AS1")
     assert abs(start - onset) <= I and abs(end - lift) <= I
     assert closed - lift <= 10 * I
+
+
+def test_advance_before_any_observation_closes_nothing() -> None:
+    detector = FleetDetector()
+    assert detector.newest == -math.inf
+    assert detector.advance(detector.newest) == [] and detector.advance(math.nan) == []

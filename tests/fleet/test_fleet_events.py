@@ -19,6 +19,7 @@ from probe.cli import main
 from probe.fleet import upload
 from probe.fleet.enrol import enrol
 from probe.fleet.localpg import CollectorProcess, sample_measurement
+from tests.fleet.sources import measurements
 
 Start = Callable[..., CollectorProcess]
 INTERVAL = 300.0
@@ -143,3 +144,34 @@ def _counter(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} missing")
+
+
+def test_measurements_without_a_verdict_do_not_stop_the_job(db: str, token: str, collectors: Start) -> None:
+    """A first read whose measurements give the detector nothing (no service verdict in them: the
+    network-cut test's uploads) left its clock at -inf; closing bins at -inf raised, and the job's
+    task died for the collector's lifetime (seen only at shutdown). Now nothing closes and the job
+    runs on."""
+    ingest = collectors(db, "--events-every", "0")
+    cred = enrol([ingest.url], token, probe_id="no-verdicts").credential
+    items = measurements("no-verdicts", 50)
+    reply = httpx.post(f"{ingest.url}/v1/measurements", content=upload.encode(items), timeout=30,
+                       headers={"Authorization": f"Bearer {cred}", "Content-Encoding": "zstd"})
+    assert reply.status_code == 200 and reply.json()["accepted"] == 50, reply.text
+    time.sleep(6)  # older than the job's settle time (5 s), so that its first run reads them
+    job = collectors(db, "--events-every", "1")
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{job.url}/metrics", timeout=10).text
+        if _counter_or_zero(text, 'probe_fleet_events_runs_total{result="detected"}') >= 3:
+            break
+        time.sleep(0.5)
+    assert _counter_or_zero(text, 'probe_fleet_events_runs_total{result="detected"}') >= 3, text[-2000:]
+    assert _counter_or_zero(text, 'probe_fleet_events_runs_total{result="error"}') == 0
+    assert _counter_or_zero(text, "probe_fleet_events_measurements_read_total") >= 50
+
+
+def _counter_or_zero(text: str, name: str) -> float:
+    try:
+        return _counter(text, name)
+    except AssertionError:
+        return 0.0
