@@ -53,7 +53,7 @@ from probe.analysis.events import (  # noqa: E402
     ordered,
     series_from_records,
 )
-from probe.analysis.retest import Adaptive, outcome_of, simulate  # noqa: E402
+from probe.analysis.retest import Adaptive, outcome_of, run_outcome, simulate  # noqa: E402
 from probe.core.config import Settings  # noqa: E402
 from probe.core.records import Event, format_time, mark_early, mark_retest  # noqa: E402
 
@@ -68,6 +68,9 @@ DEFAULTS = Settings()
 class Truth:
     onset: float
     lift: float | None  # None: still blocked at the end of the series
+    #: an intermittent blocking: when its end became clear, the quiet having lasted as long as its longest
+    #: pause (before that no observer can tell the end from one more pause); its end is noticed from here
+    clear: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,35 +92,48 @@ class Retests:
     spacing: float = DEFAULTS.retest_spacing
     unsettled: bool = True  # also re-test while the detector is unsettled (the daemon's second trigger)
     adaptive: bool = True  # early regular runs after a change or while undecided (settings.adaptive_interval)
+    #: main's policy before the end-notice work (issue 14, class 6), the anchor: a lift test at lift_rate
+    #: for every event, no pause guard, no early runs with re-tests on, early runs seen as re-tests
+    legacy: bool = False
 
     def pacing(self) -> Adaptive | None:
-        return Adaptive() if self.adaptive else None
+        return Adaptive() if self.adaptive and not (self.legacy and self.count) else None
+
+    def params(self) -> DetectParams:
+        return LEGACY if self.legacy else DetectParams()
 
 
-def _unsettled_series(name: str, policy: Retests) -> Callable[[float, Status, bool], bool] | None:
+#: The detector of main before the end-notice work (the anchor of "old policy" figures).
+LEGACY = DetectParams(steady_lift=False, pause_guard=False)
+Unsettled = Callable[[float, Any, bool, bool], tuple[bool, bool]]
+
+
+def _unsettled_series(name: str, policy: Retests) -> Unsettled | None:
     """The daemon's second trigger on one tcp_ip series: a detector fed every observation."""
     if not policy.unsettled:
         return None
-    det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip")), itertools.count()
+    det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip"), policy.params()), itertools.count()
 
-    def feed(t: float, status: Status, retest: bool) -> bool:
-        det.take(Point(t, f"u{next(n)}", status, not retest))
-        return det.unsettled
+    def feed(t: float, status: Status, grid: bool, retest: bool) -> tuple[bool, bool]:
+        det.take(Point(t, f"u{next(n)}", status, grid))
+        return det.unsettled, det.unsettled
 
     return feed
 
 
-def _unsettled_records(target: str, policy: Retests) -> Callable[[float, object, bool], bool] | None:
+def _unsettled_records(target: str, policy: Retests) -> Unsettled | None:
     """The daemon's second trigger on one target's verdicts (its RecordDetector)."""
     if not policy.unsettled:
         return None
-    det, n = RecordDetector(), itertools.count()
+    det, n = RecordDetector(policy.params()), itertools.count()
 
-    def feed(t: float, blocking: object, retest: bool) -> bool:
+    def feed(t: float, blocking: object, grid: bool, retest: bool) -> tuple[bool, bool]:
         record: dict[str, object] = {"record_type": "verdict", "probe_id": "lab", "target": target, "id": f"u{next(n)}",
                                      "measurement_start_time": format_time(t), "test_keys": {"blocking": blocking}}
-        det.feed(mark_retest([record], "u", 1) if retest else [record])
-        return det.unsettled(target)
+        det.feed(mark_retest([record], "u", 1) if retest or (policy.legacy and not grid)
+                 else [record] if grid else mark_early([record]))
+        seen = det.unsettled(target)
+        return seen, seen if policy.legacy else det.unsettled(target, retest=False)
 
     return feed
 
@@ -222,7 +238,10 @@ def synthetic(trials: int, seed: int = 1, retests: Retests | None = None) -> lis
         st, ts, world = _timeline(rng, n, [(on, off)], noise, 0.0, flap=True)
         first = next(i for i, s in enumerate(st) if ts[i] >= on and s == "blocked")
         last = max(i for i, s in enumerate(st) if ts[i] < off and s == "blocked")
-        truth = Truth(_onset(rng, first) if first != warm else on, ts[last] + INTERVAL / 2)
+        pause = max((len(list(run)) for off_phase, run in itertools.groupby(world.flap_off[first:last + 1])
+                     if off_phase), default=0)
+        truth = Truth(_onset(rng, first) if first != warm else on, ts[last] + INTERVAL / 2,
+                      ts[last] + (pause + 1) * INTERVAL)
         cases.append(Case("flapping", _series(f"flap{k}", st, ts, world, retests), (truth,), noise))
         # gaps: the probe is off for 1-24 h, away from the onset and lift
         glen = rng.randint(12, 12 * 20)
@@ -319,8 +338,12 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
         def retest(_: float, t: float) -> object:
             return noisy(False if outcome_of(expected(t)) == "ok" else expected(t), again)
 
+        def full(_: float, t: float) -> object:  # an early run is a full run: it sees throttling
+            return noisy(expected(t), again)
+
         observed = simulate(regular, retest, outcome_of, retests.count, retests.spacing,
-                            _unsettled_records(target, retests), retests.pacing(), INTERVAL)
+                            _unsettled_records(target, retests), retests.pacing(), INTERVAL,
+                            run=None if retests.legacy else (full, run_outcome))
     records: list[dict[str, object]] = []
     of = ""
     for t, blocking, k in observed:
@@ -380,6 +403,7 @@ class Score:
     delay: list[float]
     delay_samples: list[float]
     end_delay: list[float] = dataclasses.field(default_factory=list)  # the lift noticed, from the true lift
+    end_delay_lift: list[float] = dataclasses.field(default_factory=list)  # ... from the lift (not when clear)
     missed: int = 0
     spurious: int = 0
     truths: int = 0
@@ -442,7 +466,8 @@ def score(found: Sequence[tuple[Case, Found]]) -> Score:
                 sc.end_err.append(abs(e.end_time - truth.lift) / INTERVAL)
                 noticed = closed[best]
                 if noticed is not None:
-                    sc.end_delay.append((noticed - truth.lift) / INTERVAL)
+                    sc.end_delay.append((noticed - (truth.clear or truth.lift)) / INTERVAL)
+                    sc.end_delay_lift.append((noticed - truth.lift) / INTERVAL)
             elif (truth.lift is None) != (e.end_time is None):
                 sc.end_err.append(float("inf"))
         sc.spurious += len(events) - len(used)
@@ -492,6 +517,8 @@ def summary(sc: Score) -> dict[str, float]:
         "delay_samples_p95": _q(sc.delay_samples, 0.95), "delay_samples_max": max(sc.delay_samples, default=0.0),
         "end_delay_median": statistics.median(sc.end_delay) if sc.end_delay else float("nan"),
         "end_delay_p95": _q(sc.end_delay, 0.95), "end_delay_max": max(sc.end_delay, default=float("nan")),
+        "end_delay_lift_median": statistics.median(sc.end_delay_lift) if sc.end_delay_lift else float("nan"),
+        "end_delay_lift_p95": _q(sc.end_delay_lift, 0.95), "ends": len(sc.end_delay),
         "missed": sc.missed, "spurious": sc.spurious, "truths": sc.truths,
         "onset_in_bounds": sc.covered / max(1, sc.truths - sc.missed),
     }
@@ -507,6 +534,25 @@ ASSUMPTION = ("assumption: the synthetic noise is independent between measuremen
 
 def _family(case: Case) -> str:
     return case.family.split(":")[0]
+
+
+def _scenario(case: Case) -> str:
+    """A synthetic family, or a lab timeline and the blocking type of its series."""
+    return f"{case.family}/{case.series.type}" if case.family.startswith("lab") else case.family
+
+
+def by_scenario(found: Sequence[tuple[Case, Found]]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Onset and end notice delays and false events per scenario (lab: per timeline and type), and the table."""
+    res: dict[str, dict[str, float]] = {}
+    lines = [f"{'scenario':52} {'onset p50':>9} {'p95':>6} {'end p50':>8} {'p95':>6} {'ends':>5} "
+             f"{'miss':>5} {'false':>5}   (end of flapping: from when it is clear; [from the lift p50/p95])"]
+    for name in sorted({_scenario(c) for c, _ in found}):
+        s = res[name] = summary(score([(c, f) for c, f in found if _scenario(c) == name]))
+        lift = (f"   [{s['end_delay_lift_median']:.2f} / {s['end_delay_lift_p95']:.2f}]"
+                if s["end_delay_lift_p95"] != s["end_delay_p95"] else "")
+        lines.append(f"{name:52} {s['delay_median']:9.2f} {s['delay_p95']:6.2f} {s['end_delay_median']:8.2f} "
+                     f"{s['end_delay_p95']:6.2f} {s['ends']:5.0f} {s['missed']:5.0f} {s['spurious']:5.0f}{lift}")
+    return res, lines
 
 
 def _row(fam: str, s: dict[str, float]) -> str:
@@ -527,6 +573,8 @@ def evaluate(run: Runner, cases: Sequence[Case], days: int, retests: Retests | N
     for fam in [*sorted({_family(c) for c in cases}), "all"]:
         res[fam] = summary(score([(c, f) for c, f in found if fam in ("all", _family(c))]))
         print(_row(fam, res[fam]))
+    res["by_scenario"], table = by_scenario(found)
+    print("\n".join(table))
     res["clean"] = summary(score([(c, f) for c, f in found if _family(c) in CLEAN]))
     res["delay_by_noise"] = {f"{n:.0%}": summary(score([(c, f) for c, f in found if _family(c) in CLEAN[:3]
                                                         and c.noise == n])) for n in NOISE_LEVELS}
@@ -538,7 +586,7 @@ def evaluate(run: Runner, cases: Sequence[Case], days: int, retests: Retests | N
     return res
 
 
-def side_by_side(results: dict[str, dict[str, Any]], extra_episodes: float) -> list[str]:
+def side_by_side(results: dict[str, dict[str, Any]]) -> list[str]:
     """The configurations against the goals, one figure per row."""
     names = list(results)
     lines = [f"{'':50}" + "".join(f"{n:>14}" for n in names) + "   goal"]
@@ -566,6 +614,11 @@ def side_by_side(results: dict[str, dict[str, Any]], extra_episodes: float) -> l
             f"<= {GOAL_DELAY:g}")
     row("end noticed after true lift median, clean (intervals)", fig("clean", "end_delay_median"))
     row("end noticed after true lift p95, clean", fig("clean", "end_delay_p95"), f"<= {GOAL_DELAY:g}")
+    row("  p95 of throttling series (lab timelines)", lambda r: _q([v for k, v in _ends(r).items() if "throttl" in k],
+                                                                   1.0))
+    row("end noticed p95, flapping (from when it is clear)", fig("flapping", "end_delay_p95"))
+    row("end noticed p95, flapping (from the last blocked run)", fig("flapping", "end_delay_lift_p95"))
+    row("end noticed p95, outages (after the lift)", fig("outages", "end_delay_p95"))
     row("delay from true onset median, all families", fig("all", "delay_median"))
     row("delay from true onset p95, all (outages, flapping)", fig("all", "delay_p95"))
     row("missed events, all", fig("all", "missed"), fmt="14.0f")
@@ -576,16 +629,28 @@ def side_by_side(results: dict[str, dict[str, Any]], extra_episodes: float) -> l
     for key in [f"{n:.0%}" for n in NOISE_LEVELS] + ["all"]:
         row(f"extra measurements / target-day, noise {key}", fig("extra_noise", key), fmt="14.1f")
     row("extra measurements / target-day, noise + outages", fig("extra_outages", "all"), fmt="14.1f")
-    row("extra measurements / target-day, with episodes", lambda r: extra_episodes if r["retests"] else 0.0,
-        fmt="14.1f")
+    row("extra measurements / target-day, with episodes", fig("extra_episodes"), fmt="14.1f")
     return lines
+
+
+def _ends(r: dict[str, Any]) -> dict[str, float]:
+    """The end-notice p95 of each scenario (the worst of them, for throttling)."""
+    return {k: float(v["end_delay_p95"]) for k, v in r["by_scenario"].items()}
 
 
 def meets_goals(r: dict[str, Any]) -> bool:
     return bool(r["all"]["start_err_median"] <= GOAL_ERROR and r["all"]["end_err_median"] <= GOAL_ERROR
             and max(r["clean"]["delay_p95"], *(d["delay_p95"] for d in r["delay_by_noise"].values())) <= GOAL_DELAY
+            and r["clean"]["end_delay_p95"] <= GOAL_DELAY
             and r["false_alarms"]["all"] <= GOAL_FA
             and r["false_alarms_outages"]["all"] <= GOAL_FA)
+
+
+def _extra(plain: Sequence[Case], tested: Sequence[Case]) -> float:
+    """Extra measurements per target-day on the synthetic series with episodes."""
+    pairs = [(len(a.series.points), len(b.series.points)) for a, b in zip(plain, tested, strict=True)
+             if not a.family.startswith("lab")]
+    return sum(b - a for a, b in pairs) / (sum(a for a, _ in pairs) / DAY)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -602,34 +667,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     began = time.monotonic()
     policy = Retests(args.retests, args.spacing, not args.changes_only, not args.no_adaptive)
+    before = dataclasses.replace(policy, legacy=True)
     anchor: Runner = lambda s: _run_anchor(s, CusumParams())  # noqa: E731
     ours: Runner = lambda s: _run_ours(s, DetectParams())  # noqa: E731
+    legacy: Runner = lambda s: _run_ours(s, LEGACY)  # noqa: E731
     plain = synthetic(args.trials) + lab_cases()
-    tested = synthetic(args.trials, retests=policy) + lab_cases(retests=policy)
-    synthetic_points = [(len(a.series.points), len(b.series.points)) for a, b in zip(plain, tested, strict=True)
-                        if not a.family.startswith("lab")]
-    extra_episodes = sum(b - a for a, b in synthetic_points) / (sum(a for a, _ in synthetic_points) / DAY)
     print(f"interval {INTERVAL:.0f} s; {len(plain)} series with known episodes; {args.days} target-days of noise")
     print(f"re-tests: {policy.count}, {policy.spacing:g} s apart, after each change of outcome (not after a re-test)"
           + (" and after a regular run that leaves the detector unsettled" if policy.unsettled else "")
           + ("; adaptive interval: early regular runs after a change or while undecided" if policy.adaptive else ""))
+    print("before = main's policy and detector before the end-notice work (issue 14, class 6): the anchor of the "
+          "change; ours+retests = now")
     print(ASSUMPTION)
     print("errors and delays in probe intervals (of wall time); FA = false alarms per 1,000 target-days")
     out: dict[str, Any] = {"interval_s": INTERVAL, "noise_target_days": args.days, "retests": policy.count,
-                           "retest_spacing_s": policy.spacing, "adaptive": policy.adaptive,
-                           "extra_per_target_day_episodes": extra_episodes}
+                           "retest_spacing_s": policy.spacing, "adaptive": policy.adaptive}
     results: dict[str, dict[str, Any]] = {}
-    for name, label, run, cases, retests in (
-        ("anchor", "cusum_detect", anchor, plain, None),
-        ("ours", "detect, no re-tests", ours, plain, None),
-        ("ours+retests", f"detect, {policy.count} re-tests {policy.spacing:g} s apart after a change", ours, tested,
-         policy),
+    for name, label, run, retests in (
+        ("anchor", "cusum_detect", anchor, None),
+        ("ours", "detect, no re-tests", ours, None),
+        ("before", f"main's policy before, {policy.count} re-tests {policy.spacing:g} s apart", legacy, before),
+        ("ours+retests", f"detect, {policy.count} re-tests {policy.spacing:g} s apart after a change", ours, policy),
     ):
+        cases = plain if retests is None else synthetic(args.trials, retests=retests) + lab_cases(retests=retests)
         print(f"\n== {name} ({label})")
-        results[name] = {**evaluate(run, cases, args.days, retests), "retests": retests is not None}
-    print(f"\n== side by side: anchor / ours without re-tests / ours with re-tests "
+        results[name] = {**evaluate(run, cases, args.days, retests), "extra_episodes": _extra(plain, cases)}
+    print(f"\n== side by side: anchor / ours without re-tests / before / ours with re-tests "
           f"({policy.count} x {policy.spacing:g} s)")
-    print("\n".join(side_by_side(results, extra_episodes)))
+    print("\n".join(side_by_side(results)))
     print("meets every goal: " + "  ".join(f"{n} {'yes' if meets_goals(r) else 'no'}" for n, r in results.items()))
     print(ASSUMPTION)
     print(f"\nelapsed {time.monotonic() - began:.1f} s")

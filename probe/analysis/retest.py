@@ -57,6 +57,21 @@ def outcome_of(blocking: object) -> str | None:
     return str(blocking)
 
 
+def run_outcome(blocking: object) -> str | None:
+    """A verdict's ``blocking`` as a full run sees it: "ok", the blocking (throttling included), or None."""
+    if blocking is None:
+        return None
+    return "ok" if blocking is False else str(blocking)
+
+
+def paced_outcome(found: str | None, retesting: bool) -> str | None:
+    """A full run's outcome as the adaptive interval tracks it: as it is, or with re-tests on
+    (``retesting``) only what a re-test cannot see (throttling): the bursts confirm the rest."""
+    if found is None or not retesting or found in _UNSEEN:
+        return found
+    return "ok"
+
+
 def burst_size(count: int, changed: bool) -> int:
     """Re-tests in a burst: ``count`` after a change; twice that while the detector is unsettled and the
     outcome did not change (a steady blocking's lift: 13 good points decide it, see events.DetectParams)."""
@@ -173,44 +188,51 @@ class Pacer:
 
 def simulate(
     regular: Iterable[tuple[float, Obs]], draw: Callable[[float, float], Obs], outcome: Callable[[Obs], str | None],
-    count: int, spacing: float, unsettled: Callable[[float, Obs, bool], bool] | None = None,
-    adaptive: Adaptive | None = None, interval: float = 300.0,
+    count: int, spacing: float, unsettled: Callable[[float, Obs, bool, bool], tuple[bool, bool]] | None = None,
+    adaptive: Adaptive | None = None, interval: float = 300.0, *,
+    run: tuple[Callable[[float, float], Obs], Callable[[Obs], str | None]] | None = None,
 ) -> list[tuple[float, Obs, int]]:
     """The policy on a synthetic series (bench/events_accuracy.py, tests): what the probe would observe.
 
     ``regular`` holds the regular runs' (time, observation) in time order; ``outcome`` reads an
-    observation as a run's outcome. ``unsettled``, when given, is fed every observation (time,
-    observation, is off the grid: a re-test or an early run) in order and answers whether the detector
-    is unsettled after it (the daemon's second trigger). After each change (or unsettled regular run),
-    re-test k (1..count) observes ``draw(t, t + k * spacing)``, t being the regular run's time.
+    observation as a run's outcome as a re-test decision sees it (:func:`outcome_of`). ``unsettled``, when
+    given, is fed every observation (time, observation, on the grid, is a re-test) in order and answers
+    whether the detector is unsettled after it, (in a series a re-test can see, in any series) (the
+    daemon's second trigger). After each change (or unsettled regular run), re-test k (1..count) observes
+    ``draw(t, t + k * spacing)``, t being the regular run's time.
     Returns (time, observation, k), k = 0 for a regular run, in time order when ``count * spacing`` is
     less than the interval.
-    ``adaptive``, when given and ``count`` is 0, adds the early regular runs of :class:`Pacer` (runs taking
-    no time; ``interval``: the grid's), observed as ``draw(t, when)`` with k = 0.
+    ``adaptive``, when given, adds the early regular runs of :class:`Pacer` (runs taking no time;
+    ``interval``: the grid's) after a run that started no burst, as the daemon does: every target's with
+    ``count`` 0, else only for what re-tests cannot see. ``run`` = (draw, outcome) for a full run (an early
+    one), when it sees more than a re-test (:func:`run_outcome`); default: ``draw`` and ``outcome``.
     """
-    tracker, pacer = Tracker(), Pacer(adaptive)
+    draw_run, run_of = run if run is not None else (draw, outcome)
+    tracker, runs, pacer = Tracker(), Tracker(), Pacer(adaptive)
     out: list[tuple[float, Obs, int]] = []
-    runs = list(regular)
-    for i, (t, seen) in enumerate(runs):
-        upto = runs[i + 1][0] if i + 1 < len(runs) else t + interval
+    regulars = list(regular)
+    for i, (t, seen) in enumerate(regulars):
+        upto = regulars[i + 1][0] if i + 1 < len(regulars) else t + interval
         at: float | None = t
         while at is not None:
             if at != t:
-                seen = draw(t, at)
+                seen = draw_run(t, at)
             out.append((at, seen, 0))
             changed = tracker.observe("", outcome(seen))
-            undecided = unsettled(at, seen, at != t) if unsettled is not None else False  # fed every point
-            if count and (changed or undecided):
+            run_changed = runs.observe("", paced_outcome(run_of(seen), bool(count)))
+            seen_by_retest, any_series = unsettled(at, seen, at == t, False) if unsettled is not None else (False,
+                                                                                                           False)
+            if count and (changed or seen_by_retest):
                 for k in range(1, burst_size(count, changed) + 1):
                     again = draw(t, at + k * spacing)
                     tracker.observe("", outcome(again), retest=True)
                     if unsettled is not None:
-                        unsettled(at + k * spacing, again, True)
+                        unsettled(at + k * spacing, again, False, True)
                     out.append((at + k * spacing, again, k))
                 at = None
-            elif adaptive is not None and not count:  # the daemon paces only targets without re-tests
-                at = pacer.early("", at, interval=interval, took=0.0, next_regular=upto, changed=changed,
-                                 blocked=tracker.last("") != "ok", unsettled=undecided)
+            elif adaptive is not None:  # no burst: the adaptive interval (with re-tests, for what they cannot see)
+                at = pacer.early("", at, interval=interval, took=0.0, next_regular=upto, changed=run_changed,
+                                 blocked=runs.last("") != "ok", unsettled=any_series)
             else:
                 at = None
     return out

@@ -70,7 +70,16 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from probe.analysis.retest import Pacer, Tracker, burst_size, fit_spacing, outcome_of, retest_target
+from probe.analysis.retest import (
+    Pacer,
+    Tracker,
+    burst_size,
+    fit_spacing,
+    outcome_of,
+    paced_outcome,
+    retest_target,
+    run_outcome,
+)
 from probe.analysis.verdict import Controls
 from probe.core import config as config_mod
 from probe.core import failures
@@ -250,6 +259,7 @@ class Daemon:
         self._controls: dict[str, bool | None] = {}
         self._outcomes = Tracker()  # what each target's last decisive run found (re-test on a change)
         self._pacer = Pacer()  # the adaptive interval: early regular runs while a change is undecided
+        self._runs = Tracker()  # what each target's last decisive regular run found, throttling included
         self._retests: dict[str, asyncio.Task[None]] = {}  # target -> its burst of re-tests
         self._reloads: set[asyncio.Future[bool]] = set()  # SIGHUP reloads reading the file in a thread
         self._retest_slots: asyncio.Semaphore | None = None
@@ -295,6 +305,7 @@ class Daemon:
             del self._jobs[name]
         self._controls = {n: v for n, v in self._controls.items() if n in names}
         self._outcomes.retain(names)
+        self._runs.retain(names)
         self._pacer.retain(names)
         self.state.set_targets((t.name, t.service, self._interval(t)) for t in new.targets)
 
@@ -582,31 +593,33 @@ class Daemon:
         changed = self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None)
         if retest is not None:
             return
-        unsettled = self._unsettled(target.name)
-        if self.config.settings.retests and retest_target(target) is not None:
-            if changed or unsettled:
-                self._start_retests(target, v.id, changed)
-        else:  # re-tests off, or the target is not re-tested: the adaptive interval instead
-            self._run_early(target, changed, unsettled)
+        retesting = bool(self.config.settings.retests) and retest_target(target) is not None
+        run_changed = self._runs.observe(target.name, paced_outcome(run_outcome(v.blocking), retesting))
+        if retesting and (changed or self._unsettled(target.name)):
+            self._start_retests(target, v.id, changed)
+            return
+        # no burst: the adaptive interval (with re-tests on, for what they cannot see: throttling)
+        self._run_early(target, run_changed, self._runs.last(target.name) != "ok",
+                        self._unsettled(target.name, retest=False))
 
-    def _run_early(self, target: Target, changed: bool, unsettled: bool) -> None:
+    def _run_early(self, target: Target, changed: bool, blocked: bool, unsettled: bool) -> None:
         """The adaptive interval: bring the target's next regular run forward while a change is undecided."""
         job = self._jobs.get(target.name)
         if job is None or target.control or not self.config.settings.adaptive_interval or self._stopping is None \
                 or self._stopping.is_set():
             return
         when = self._pacer.early(target.name, self.monotonic(), interval=job.interval, took=job.took,
-                                 next_regular=job.next_at, changed=changed,
-                                 blocked=self._outcomes.last(target.name) != "ok", unsettled=unsettled)
+                                 next_regular=job.next_at, changed=changed, blocked=blocked, unsettled=unsettled)
         if when is not None:
             self._push(when, job, early=True)
             if self._wake is not None:
                 self._wake.set()
 
-    def _unsettled(self, name: str) -> bool:
-        """Whether the detector would decide an onset or an end sooner with more measurements now."""
+    def _unsettled(self, name: str, retest: bool = True) -> bool:
+        """Whether the detector would decide an end sooner with more measurements now (``retest``: that a
+        re-test can make; else full runs)."""
         unsettled = getattr(self.detect, "unsettled", None)
-        return bool(unsettled(name)) if callable(unsettled) else False
+        return bool(unsettled(name, retest)) if callable(unsettled) else False
 
     # -- re-tests on a verdict change (probe.analysis.retest) ------------------------------------------
 
