@@ -53,7 +53,7 @@ from probe.analysis.events import (  # noqa: E402
     ordered,
     series_from_records,
 )
-from probe.analysis.retest import Adaptive, outcome_of, run_outcome, simulate  # noqa: E402
+from probe.analysis.retest import Adaptive, Asks, outcome_of, run_outcome, simulate  # noqa: E402
 from probe.core.config import Settings  # noqa: E402
 from probe.core.records import Event, format_time, mark_early, mark_retest  # noqa: E402
 
@@ -105,7 +105,7 @@ class Retests:
 
 #: The detector of main before the end-notice work (the anchor of "old policy" figures).
 LEGACY = DetectParams(steady_lift=False, pause_guard=False)
-Unsettled = Callable[[float, Any, bool, bool], tuple[bool, bool]]
+Unsettled = Callable[[float, Any, bool, bool], Asks]
 
 
 def _unsettled_series(name: str, policy: Retests) -> Unsettled | None:
@@ -114,9 +114,9 @@ def _unsettled_series(name: str, policy: Retests) -> Unsettled | None:
         return None
     det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip"), policy.params()), itertools.count()
 
-    def feed(t: float, status: Status, grid: bool, retest: bool) -> tuple[bool, bool]:
+    def feed(t: float, status: Status, grid: bool, retest: bool) -> Asks:
         det.take(Point(t, f"u{next(n)}", status, grid))
-        return det.unsettled, det.unsettled
+        return Asks(det.unsettled, det.unsettled, not policy.legacy and det.n_events > det.n_closed)
 
     return feed
 
@@ -127,13 +127,15 @@ def _unsettled_records(target: str, policy: Retests) -> Unsettled | None:
         return None
     det, n = RecordDetector(policy.params()), itertools.count()
 
-    def feed(t: float, blocking: object, grid: bool, retest: bool) -> tuple[bool, bool]:
+    def feed(t: float, blocking: object, grid: bool, retest: bool) -> Asks:
         record: dict[str, object] = {"record_type": "verdict", "probe_id": "lab", "target": target, "id": f"u{next(n)}",
                                      "measurement_start_time": format_time(t), "test_keys": {"blocking": blocking}}
         det.feed(mark_retest([record], "u", 1) if retest or (policy.legacy and not grid)
                  else [record] if grid else mark_early([record]))
-        seen = det.unsettled(target)
-        return seen, seen if policy.legacy else det.unsettled(target, retest=False)
+        if policy.legacy:
+            return Asks(det.unsettled(target), det.unsettled(target))
+        paced = False if policy.count else None
+        return Asks(det.unsettled(target), det.unsettled(target, paced), det.ongoing(target, paced))
 
     return feed
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,7 +106,7 @@ class DetectParams:
     (``steady_min`` blocked grid runs, ``steady_share`` of its points blocked) is asked "back to noise"
     against "still blocked as often as it was" (its own share, at most ``block_rate``: ``steady_lift``),
     so 4 good points end it, as 3-5 bad ones start one. ``pause_guard``: an event that is not steady and
-    has paused (good points between two blocked ones in a row: a lone blocked point does not end a pause)
+    has paused (good points, then blocked ones: a lone blocked point refuted by a re-test does not end a pause)
     ends only once the quiet has lasted longer than its longest pause P, times 1 + ``pause_margin`` / n
     after n pauses (the next pause is longer than all n before it with odds 1 / (n + 1)).
     ``h_on`` / ``h_off``: thresholds, in nats of evidence, to declare an onset / a lift.
@@ -329,11 +329,12 @@ class _Open:
     end_s: float = 0.0  # lift evidence (nats)
     ok_run: int = 0  # good points since the last blocked one
     n_bad_regular: int = 0  # blocked regular runs (not re-tests): how long it has been blocked
-    run_bad: int = 0  # blocked and good points in the current run of lift evidence (end_s > 0)
-    run_ok: int = 0
+    n_ok_regular: int = 0  # good regular runs (how steady it is: grid runs only, whatever the sampling)
+    run_ok_regular: int = 0  # good regular runs in the current run of lift evidence (end_s > 0)
     run_steady: bool = False  # whether the event was steady when that run began (fixed for the run)
-    pause_from: float = 0.0  # time of the last blocked point not alone (a pause, or the quiet, runs from it)
+    pause_from: float = 0.0  # time of the last blocked point not refuted (a pause, or the quiet, runs from it)
     lone: float = 0.0  # a blocked point after good ones: the length of the pause it would end, if confirmed
+    lone_at: float = 0.0  # ... and its time
     pause: float = 0.0  # longest pause so far: from a blocked point to the next two in a row, good ones between
     pauses: int = 0  # pauses seen
 
@@ -500,10 +501,12 @@ class Detector:
         self._s, self._pending, self._pending_regular = 0.0, [], 0
 
     def _steady(self, o: _Open) -> bool:
-        """Blocked at ``steady_min`` grid runs or more, and ``steady_share`` of its points before the
-        current run of lift evidence (a random failure inside a lift does not make it unsteady)."""
-        bad, ok = o.n_bad - o.run_bad, o.n_ok - o.run_ok
-        return o.n_bad_regular >= self.p.steady_min and bad >= self.p.steady_share * (bad + ok)
+        """Counted on grid runs only (re-tests and early runs come in bursts around changes: they would
+        make the blocked phases of an intermittent blocking look longer than its pauses), before the current
+        run of lift evidence: blocked at ``steady_min`` grid runs or more, ``steady_min`` more for each good
+        one, and at least ``steady_share`` of them."""
+        bad, ok = o.n_bad_regular, o.n_ok_regular - o.run_ok_regular
+        return bad >= self.p.steady_min * (1 + ok) and bad >= self.p.steady_share * (bad + ok)
 
     def _outlasted(self, o: _Open) -> bool:
         """An event that paused (intermittent) whose quiet has now lasted longer than its pauses (the
@@ -517,7 +520,7 @@ class Detector:
         lift_rate. Fixed within a run of lift evidence (steadiness and share as they were before it)."""
         if not (self.p.steady_lift and o.run_steady):
             return self.p.lift_rate
-        bad, ok = o.n_bad - o.run_bad, o.n_ok - o.run_ok
+        bad, ok = o.n_bad_regular, o.n_ok_regular - o.run_ok_regular
         return min(self.p.block_rate, max(self.p.lift_rate, bad / max(1, bad + ok)))
 
     def _blocked_step(self, o: _Open, bad: bool, point: Point) -> None:
@@ -526,7 +529,7 @@ class Detector:
         p0, p1 = o.noise, self._lift_rate(o)
         if bad:
             if o.ok_run:  # after good points: the end of a pause, or a lone failure inside it
-                o.lone = point.time - o.pause_from
+                o.lone, o.lone_at = point.time - o.pause_from, point.time
             elif o.lone:  # blocked twice in a row: the pause ended
                 o.pause, o.pauses, o.lone = max(o.pause, o.lone), o.pauses + 1, 0.0
                 o.pause_from = point.time
@@ -537,14 +540,14 @@ class Detector:
             if len(o.evidence) < self.p.evidence_cap:
                 o.evidence.append(point.id)
         else:
-            o.lone = 0.0  # a lone blocked point was noise: the pause goes on from pause_from
+            if o.lone and point.regular:  # not re-checked before the next regular run: a short blocked phase
+                o.pause, o.pauses, o.pause_from = max(o.pause, o.lone), o.pauses + 1, o.lone_at
+            o.lone = 0.0  # (refuted by a re-test or an early run: noise, the pause goes on from pause_from)
             o.n_ok += 1
             o.ok_run += 1
         o.end_s = max(0.0, o.end_s + (math.log(p0 / p1) if bad else math.log((1 - p0) / (1 - p1))))
-        if o.end_s == 0.0:
-            o.run_bad = o.run_ok = 0
-        else:
-            o.run_bad, o.run_ok = o.run_bad + bad, o.run_ok + (not bad)
+        o.n_ok_regular += point.regular and not bad
+        o.run_ok_regular = 0 if o.end_s == 0.0 else o.run_ok_regular + (point.regular and not bad)
         guard = self.p.pause_guard and o.pauses > 0 and not o.run_steady
         if o.end_s >= self.p.h_off and (not guard or self._outlasted(o)):
             self._close(o)
@@ -620,13 +623,21 @@ class RecordDetector:
     def __call__(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
         return self.feed(records)
 
-    def unsettled(self, target: str, retest: bool = True) -> bool:
+    def unsettled(self, target: str, seen: bool | None = True) -> bool:
         """Whether more measurements of ``target`` now would decide a lift sooner
-        (:attr:`Detector.unsettled`): in a series that a re-test can see (not throttling), or with
-        ``retest`` False in any series (a full run sees them all)."""
-        return any(d.unsettled for detectors in self._of_target.get(target, ())
-                   for kind, d in detectors.items()
-                   if not retest or point_status(kind, False, retest=True) != "inconclusive")
+        (:attr:`Detector.unsettled`), in its series that a re-test can see (``seen`` True: not
+        throttling), cannot see (False), or in any (None: a full run sees them all)."""
+        return any(d.unsettled for d in self._detectors(target, seen))
+
+    def ongoing(self, target: str, seen: bool | None = None) -> bool:
+        """Whether an event of ``target`` is open (in its series as for :meth:`unsettled`)."""
+        return any(d.n_events > d.n_closed for d in self._detectors(target, seen))
+
+    def _detectors(self, target: str, seen: bool | None) -> Iterator[Detector]:
+        for detectors in self._of_target.get(target, ()):
+            for kind, d in detectors.items():
+                if seen is None or (point_status(kind, False, retest=True) != "inconclusive") == seen:
+                    yield d
 
     def feed(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
         touched: dict[str, Event] = {}

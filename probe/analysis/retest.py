@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from probe.core.config import Target
@@ -116,6 +116,16 @@ class Tracker:
         self._last = {k: v for k, v in self._last.items() if k in keep}
 
 
+class Asks(NamedTuple):
+    """What the event detector asks for after a run: more points now, from a re-test (``retest``) or
+    from a full run (``run``: with re-tests on, in what they cannot see), and whether an event of the
+    target is ``ongoing`` (in what the adaptive interval tracks)."""
+
+    retest: bool = False
+    run: bool = False
+    ongoing: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class Adaptive:
     """The adaptive interval's bounds (see :class:`Pacer`)."""
@@ -150,8 +160,10 @@ class Pacer:
     ``refill`` per interval) has a run left; and only when it leaves room before the next slot (then the
     grid takes over again). A change back to "ok" also gets ``confirm_ok`` early runs when the detector
     is settled: without them a flapping blocking was sampled densely in its blocked phases only, looked
-    steady, and its pauses then looked like lifts (bench: 52 spurious events; with 2: 1). A random
-    failure costs about 3 early runs; nothing changes while nothing changes.
+    steady, and its pauses then looked like lifts (bench: 52 spurious events; with 2: 1). While an event
+    of the target is ``ongoing`` its onset is decided: no onset runs and no ``confirm_ok``, only the
+    detector's lift (``unsettled``) is paced, so an intermittent blocking does not empty the bucket before
+    its end. A random failure costs about 3 early runs; nothing changes while nothing changes.
     """
 
     def __init__(self, params: Adaptive | None = None) -> None:
@@ -159,15 +171,15 @@ class Pacer:
         self._pace: dict[str, _Pace] = {}
 
     def early(self, key: str, now: float, *, interval: float, took: float, next_regular: float, changed: bool,
-              blocked: bool, unsettled: bool) -> float | None:
+              blocked: bool, unsettled: bool, ongoing: bool = False) -> float | None:
         """The time of an early run after a run that ended at ``now`` (None: keep the grid)."""
         p, pace = self.params, self._pace.setdefault(key, _Pace(tokens=self.params.budget))
         if pace.at is not None:
             pace.tokens = min(p.budget, pace.tokens + p.refill * max(0.0, now - pace.at) / interval)
         pace.at = now
         if changed:
-            pace.left, pace.confirm = (p.onset, 0) if blocked else (p.lift, p.confirm_ok)
-        wanted = (blocked or unsettled) and pace.left > 0
+            pace.left, pace.confirm = (p.onset, 0) if blocked else (p.lift, 0 if ongoing else p.confirm_ok)
+        wanted = ((blocked and not ongoing) or unsettled) and pace.left > 0
         if not (wanted or pace.confirm > 0) or pace.tokens < 1:
             return None
         gap = max(interval / p.divisor, p.factor * took + p.margin)
@@ -188,7 +200,7 @@ class Pacer:
 
 def simulate(
     regular: Iterable[tuple[float, Obs]], draw: Callable[[float, float], Obs], outcome: Callable[[Obs], str | None],
-    count: int, spacing: float, unsettled: Callable[[float, Obs, bool, bool], tuple[bool, bool]] | None = None,
+    count: int, spacing: float, unsettled: Callable[[float, Obs, bool, bool], Asks] | None = None,
     adaptive: Adaptive | None = None, interval: float = 300.0, *,
     run: tuple[Callable[[float, float], Obs], Callable[[Obs], str | None]] | None = None,
 ) -> list[tuple[float, Obs, int]]:
@@ -197,9 +209,9 @@ def simulate(
     ``regular`` holds the regular runs' (time, observation) in time order; ``outcome`` reads an
     observation as a run's outcome as a re-test decision sees it (:func:`outcome_of`). ``unsettled``, when
     given, is fed every observation (time, observation, on the grid, is a re-test) in order and answers
-    whether the detector is unsettled after it, (in a series a re-test can see, in any series) (the
-    daemon's second trigger). After each change (or unsettled regular run), re-test k (1..count) observes
-    ``draw(t, t + k * spacing)``, t being the regular run's time.
+    what the detector asks for after it (:class:`Asks`: the daemon's second trigger). After each change
+    (or unsettled regular run), re-test k (1..count) observes ``draw(t, t + k * spacing)``, t being the
+    regular run's time.
     Returns (time, observation, k), k = 0 for a regular run, in time order when ``count * spacing`` is
     less than the interval.
     ``adaptive``, when given, adds the early regular runs of :class:`Pacer` (runs taking no time;
@@ -220,9 +232,8 @@ def simulate(
             out.append((at, seen, 0))
             changed = tracker.observe("", outcome(seen))
             run_changed = runs.observe("", paced_outcome(run_of(seen), bool(count)))
-            seen_by_retest, any_series = unsettled(at, seen, at == t, False) if unsettled is not None else (False,
-                                                                                                           False)
-            if count and (changed or seen_by_retest):
+            asks = unsettled(at, seen, at == t, False) if unsettled is not None else Asks()
+            if count and (changed or asks.retest):
                 for k in range(1, burst_size(count, changed) + 1):
                     again = draw(t, at + k * spacing)
                     tracker.observe("", outcome(again), retest=True)
@@ -232,7 +243,7 @@ def simulate(
                 at = None
             elif adaptive is not None:  # no burst: the adaptive interval (with re-tests, for what they cannot see)
                 at = pacer.early("", at, interval=interval, took=0.0, next_regular=upto, changed=run_changed,
-                                 blocked=runs.last("") != "ok", unsettled=any_series)
+                                 blocked=runs.last("") != "ok", unsettled=asks.run, ongoing=asks.ongoing)
             else:
                 at = None
     return out

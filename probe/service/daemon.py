@@ -599,27 +599,34 @@ class Daemon:
             self._start_retests(target, v.id, changed)
             return
         # no burst: the adaptive interval (with re-tests on, for what they cannot see: throttling)
-        self._run_early(target, run_changed, self._runs.last(target.name) != "ok",
-                        self._unsettled(target.name, retest=False))
+        seen = False if retesting else None
+        self._run_early(target, run_changed, self._runs.last(target.name) != "ok", self._unsettled(target.name, seen),
+                        self._ask("ongoing", target.name, seen))
 
-    def _run_early(self, target: Target, changed: bool, blocked: bool, unsettled: bool) -> None:
+    def _run_early(self, target: Target, changed: bool, blocked: bool, unsettled: bool, ongoing: bool) -> None:
         """The adaptive interval: bring the target's next regular run forward while a change is undecided."""
         job = self._jobs.get(target.name)
         if job is None or target.control or not self.config.settings.adaptive_interval or self._stopping is None \
                 or self._stopping.is_set():
             return
         when = self._pacer.early(target.name, self.monotonic(), interval=job.interval, took=job.took,
-                                 next_regular=job.next_at, changed=changed, blocked=blocked, unsettled=unsettled)
+                                 next_regular=job.next_at, changed=changed, blocked=blocked, unsettled=unsettled,
+                                 ongoing=ongoing)
         if when is not None:
             self._push(when, job, early=True)
             if self._wake is not None:
                 self._wake.set()
 
-    def _unsettled(self, name: str, retest: bool = True) -> bool:
-        """Whether the detector would decide an end sooner with more measurements now (``retest``: that a
-        re-test can make; else full runs)."""
-        unsettled = getattr(self.detect, "unsettled", None)
-        return bool(unsettled(name, retest)) if callable(unsettled) else False
+    def _unsettled(self, name: str, seen: bool | None = True) -> bool:
+        """Whether the detector would decide an end sooner with more measurements now, in the target's
+        series that a re-test sees (``seen`` True), does not see (False), or any (None)."""
+        return self._ask("unsettled", name, seen)
+
+    def _ask(self, question: str, name: str, seen: bool | None) -> bool:
+        """The event detector's ``unsettled`` or ``ongoing`` (probe.analysis.events.RecordDetector);
+        False for a detector without it."""
+        answer = getattr(self.detect, question, None)
+        return bool(answer(name, seen)) if callable(answer) else False
 
     # -- re-tests on a verdict change (probe.analysis.retest) ------------------------------------------
 
