@@ -125,6 +125,7 @@ class DetectParams:
     pause_margin: float = 2.0  # ... by this many times over the number of pauses seen (few seen: wider)
     h_on: float = 12.5
     h_off: float = 8.0
+    h_off_steady: float = 9.5  # a steady event's lift: 5 good points (4 gave one false lift in the bench)
     noise_prior: float = 0.03
     prior_weight: float = 100.0
     noise_min: float = 0.01
@@ -335,6 +336,7 @@ class _Open:
     pause_from: float = 0.0  # time of the last blocked point not refuted (a pause, or the quiet, runs from it)
     lone: float = 0.0  # a blocked point after good ones: the length of the pause it would end, if confirmed
     lone_at: float = 0.0  # ... and its time
+    lone_regular: bool = False  # ... and whether it was a regular run
     pause: float = 0.0  # longest pause so far: from a blocked point to the next two in a row, good ones between
     pauses: int = 0  # pauses seen
 
@@ -360,7 +362,7 @@ class Detector:
         self._open: _Open | None = None
         self._s = 0.0  # onset evidence (nats), while no event is open
         self._pending: list[bool] = []  # the current onset run (True = blocked), learnt as noise if it fades
-        self._pending_regular = 0  # blocked regular runs in it
+        self._pending_regular = [0, 0]  # good and blocked regular runs in it
         self._recent: deque[tuple[float, str, bool]] = deque(maxlen=self.lookback)
         self._floor = -math.inf  # a change is never placed at or before the previous event's end
         self._last_decisive: float | None = None
@@ -390,6 +392,8 @@ class Detector:
             return False  # at p95); more bursts while it builds added false alarms in the bench
         # Not in the pause of an intermittent (flapping) blocking: dense re-tests there would make the
         # pause look like a lift and split one event into many.
+        if self.p.pause_guard and o.lone:  # a blocked point after a pause: one more point tells noise from a phase
+            return True
         return o.end_s > 0.0 and (o.run_steady or (self.p.pause_guard and self._outlasted(o)))
 
     @property
@@ -438,7 +442,8 @@ class Detector:
         self._last_decisive = point.time
         self._recent.append((point.time, point.id, bad))
         if self._open is None:
-            self._pending_regular += bad and point.regular
+            if bad or self._s > 0.0:
+                self._pending_regular[bad] += point.regular
             self._quiet_step(bad)
         else:
             self._open.n_bad_regular += bad and point.regular
@@ -497,8 +502,9 @@ class Detector:
         n_bad = len(ids)
         self._open = _Open(start=((low + high) / 2.0, low, high), noise=p0,
                            evidence=ids[: self.p.evidence_cap], n_bad=n_bad, n_ok=len(run) - n_bad,
-                           n_bad_regular=self._pending_regular, pause_from=self._recent[-1][0])
-        self._s, self._pending, self._pending_regular = 0.0, [], 0
+                           n_bad_regular=self._pending_regular[True], n_ok_regular=self._pending_regular[False],
+                           pause_from=self._recent[-1][0])
+        self._s, self._pending, self._pending_regular = 0.0, [], [0, 0]
 
     def _steady(self, o: _Open) -> bool:
         """Counted on grid runs only (re-tests and early runs come in bursts around changes: they would
@@ -529,7 +535,7 @@ class Detector:
         p0, p1 = o.noise, self._lift_rate(o)
         if bad:
             if o.ok_run:  # after good points: the end of a pause, or a lone failure inside it
-                o.lone, o.lone_at = point.time - o.pause_from, point.time
+                o.lone, o.lone_at, o.lone_regular = point.time - o.pause_from, point.time, point.regular
             elif o.lone:  # blocked twice in a row: the pause ended
                 o.pause, o.pauses, o.lone = max(o.pause, o.lone), o.pauses + 1, 0.0
                 o.pause_from = point.time
@@ -540,16 +546,17 @@ class Detector:
             if len(o.evidence) < self.p.evidence_cap:
                 o.evidence.append(point.id)
         else:
-            if o.lone and point.regular:  # not re-checked before the next regular run: a short blocked phase
+            if o.lone and o.lone_regular and point.regular:  # two grid runs, no re-check between: a short phase
                 o.pause, o.pauses, o.pause_from = max(o.pause, o.lone), o.pauses + 1, o.lone_at
-            o.lone = 0.0  # (refuted by a re-test or an early run: noise, the pause goes on from pause_from)
+            o.lone = 0.0  # (else refuted by a quick re-check: noise, the pause goes on from pause_from)
             o.n_ok += 1
             o.ok_run += 1
         o.end_s = max(0.0, o.end_s + (math.log(p0 / p1) if bad else math.log((1 - p0) / (1 - p1))))
         o.n_ok_regular += point.regular and not bad
         o.run_ok_regular = 0 if o.end_s == 0.0 else o.run_ok_regular + (point.regular and not bad)
         guard = self.p.pause_guard and o.pauses > 0 and not o.run_steady
-        if o.end_s >= self.p.h_off and (not guard or self._outlasted(o)):
+        h_off = self.p.h_off_steady if o.run_steady and self.p.steady_lift else self.p.h_off
+        if o.end_s >= h_off and (not guard or self._outlasted(o)):
             self._close(o)
 
     def _close(self, o: _Open) -> None:
@@ -574,7 +581,7 @@ class Detector:
         """The onset run fell back to nothing: its points were noise of the quiet state."""
         for bad in self._pending:
             self._learn(bad)
-        self._s, self._pending, self._pending_regular = 0.0, [], 0
+        self._s, self._pending, self._pending_regular = 0.0, [], [0, 0]
 
     def _learn(self, bad: bool) -> None:
         self._bad_w = self._bad_w * self._keep + (1.0 if bad else 0.0)
