@@ -11,9 +11,15 @@ apart, drawn from the same truth and noise), and prints, per configuration:
 * missed and spurious events on the series with episodes;
 * false alarms per 1,000 target-days of pure noise (and of noise with outages);
 * the extra measurements the re-tests cost, per target-day;
+* per scenario (a synthetic family; a lab timeline and blocking type): onset and end notice delays
+  (p50, p95) and false events. The end of an intermittent (flapping) blocking is counted from when it
+  is *clear*: its quiet has lasted as long as its longest pause (before that, no observer can tell the
+  end from one more pause); its delay from the last blocked run is printed beside;
 
-then the three side by side against the goals. The regular measurements are the same in every
-configuration (re-tests draw from their own random stream), so the comparison is paired.
+then the configurations side by side against the goals: the anchor, ours without re-tests, "before"
+(main's policy and detector before the end-notice work of issue 14, class 6: the anchor of that change)
+and ours with the policy simulated. The regular measurements are the same in every configuration
+(re-tests draw from their own random stream), so the comparison is paired.
 
 Deterministic (fixed seeds). ``--days`` sets the target-days of pure noise (default 10,000);
 ``--retests`` and ``--spacing`` the policy simulated (default: the daemon's defaults); ``--no-adaptive``
@@ -34,6 +40,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +62,7 @@ from probe.analysis.events import (  # noqa: E402
 )
 from probe.analysis.retest import Adaptive, Asks, outcome_of, run_outcome, simulate  # noqa: E402
 from probe.core.config import Settings  # noqa: E402
-from probe.core.records import Event, format_time, mark_early, mark_retest  # noqa: E402
+from probe.core.records import Event, format_time, mark_early, mark_retest, on_grid, retest_of  # noqa: E402
 
 INTERVAL = 300.0
 DAY = int(86400 / INTERVAL)  # 288 measurements a day
@@ -363,8 +370,10 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
     return records
 
 
-def lab_cases(seed: int = 2, repeats: int = 20, scale: float = 2.0, retests: Retests | None = None) -> list[Case]:
-    """Each seed second is ``scale`` intervals, after a day of quiet; 2 % random tcp_ip failures."""
+def lab_cases(seed: int = 2, repeats: int = 20, scale: float = 2.0, retests: Retests | None = None,
+              cost: Counter[str] | None = None) -> list[Case]:
+    """Each seed second is ``scale`` intervals, after a day of quiet; 2 % random tcp_ip failures. ``cost``
+    counts the runs: regular (on the grid), early (full runs of the adaptive interval) and re-tests."""
     from probe.analysis.events import event_type
 
     rng = random.Random(seed)
@@ -377,7 +386,10 @@ def lab_cases(seed: int = 2, repeats: int = 20, scale: float = 2.0, retests: Ret
             end = offset + max(lift for _, lift, _ in phases) * scale * INTERVAL + 48 * INTERVAL
             times = [T0 + i * INTERVAL for i in range(int((end - T0) / INTERVAL) + 12)]
             for target in sorted({t for _, _, ex in phases for t in ex}):
-                records += _lab_records(rng, f"{name}-{r}", target, phases, times, offset, scale, retests)
+                runs = _lab_records(rng, f"{name}-{r}", target, phases, times, offset, scale, retests)
+                records += runs
+                if cost is not None:
+                    cost.update("retest" if retest_of(x) else "regular" if on_grid(x) else "early" for x in runs)
                 prev: str | None = None
                 for onset, lift, ex in phases:
                     kind = event_type(ex.get(target, False))
@@ -632,6 +644,8 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> list[str]:
         row(f"extra measurements / target-day, noise {key}", fig("extra_noise", key), fmt="14.1f")
     row("extra measurements / target-day, noise + outages", fig("extra_outages", "all"), fmt="14.1f")
     row("extra measurements / target-day, with episodes", fig("extra_episodes"), fmt="14.1f")
+    row("lab timelines: early full runs / target-day", fig("lab_early"), fmt="14.1f")
+    row("lab timelines: re-tests / target-day", fig("lab_retests"), fmt="14.1f")
     return lines
 
 
@@ -691,9 +705,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("before", f"main's policy before, {policy.count} re-tests {policy.spacing:g} s apart", legacy, before),
         ("ours+retests", f"detect, {policy.count} re-tests {policy.spacing:g} s apart after a change", ours, policy),
     ):
-        cases = plain if retests is None else synthetic(args.trials, retests=retests) + lab_cases(retests=retests)
+        cost: Counter[str] = Counter()
+        cases = plain if retests is None else synthetic(args.trials, retests=retests) + lab_cases(retests=retests,
+                                                                                                 cost=cost)
         print(f"\n== {name} ({label})")
-        results[name] = {**evaluate(run, cases, args.days, retests), "extra_episodes": _extra(plain, cases)}
+        per_day = DAY / max(1, cost["regular"])
+        results[name] = {**evaluate(run, cases, args.days, retests), "extra_episodes": _extra(plain, cases),
+                         "lab_early": cost["early"] * per_day, "lab_retests": cost["retest"] * per_day}
     print(f"\n== side by side: anchor / ours without re-tests / before / ours with re-tests "
           f"({policy.count} x {policy.spacing:g} s)")
     print("\n".join(side_by_side(results)))
