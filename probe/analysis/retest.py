@@ -17,11 +17,12 @@ The rules:
   yet counts as ``"ok"`` (the detector's prior assumes so too): one found blocked at start-up is
   re-tested.
 * A regular run also gets a burst while the event detector is *unsettled* about the target
-  (:attr:`probe.analysis.events.Detector.unsettled`): lift evidence in an open, steady event;
-  such a burst has ``2 × retests`` re-tests (:func:`burst_size`). An end needs more evidence
-  than an onset (intermittent blocking must stay one event), so without this
-  the end of a blocking was noticed ~12 intervals late. It costs nothing while nothing changes
-  (the detector is settled) and during a steady blocking (every point blocked).
+  (:attr:`probe.analysis.events.Detector.unsettled`): lift evidence in an open steady event, or in an
+  intermittent one whose quiet has outlasted its pauses, or a blocked point after a pause (noise or a
+  phase?); such a burst has ``2 × retests`` re-tests (:func:`burst_size`). It costs nothing while
+  nothing changes (the detector is settled) and during a steady blocking (every point blocked).
+* What a re-test cannot see (throttling: no throughput check) is confirmed by the adaptive
+  interval's early full runs instead (:class:`Pacer`, :func:`paced_outcome`), with re-tests on too.
 * A burst fits its interval: re-tests are ``retest_spacing`` apart, or closer when the interval
   is short (:func:`fit_spacing`), so that they run before the next regular run, not never.
 * Re-tests never trigger re-tests (no cascade), but they do set the last outcome: a random

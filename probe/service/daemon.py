@@ -20,7 +20,8 @@ whole budget fits before the target's next regular run, and that run cancels wha
 Re-tests never trigger re-tests. Their records are marked (``test_keys.retest_of``, ``retest``).
 
 Adaptive interval (``settings.adaptive_interval``, :class:`probe.analysis.retest.Pacer`). For a
-target without re-tests (``retests: 0``; bursts do the same job when on), after a regular run,
+target without re-tests (``retests: 0``; bursts do the same job when on, except for what a re-test
+cannot see: a throttling is paced with re-tests on too), after a regular run,
 while the target's last outcome is a blocking or the event detector is unsettled (and twice after a
 change back to good), its next regular run comes early (at ``interval / 8``, bounded per change and
 by a per-target budget); an early run is a full regular run off the grid (its records marked
