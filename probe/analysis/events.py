@@ -386,7 +386,8 @@ class Detector:
     def unsettled(self) -> bool:
         """True while lift evidence builds in an open event that more points now would end sooner: a
         steady one (:meth:`_steady`), or one whose quiet has outlasted its longest pause (the pattern is
-        clear). The daemon re-tests, or brings runs forward, while it holds (probe.analysis.retest)."""
+        clear); or after a blocked point that follows a pause (one more point tells noise from a phase).
+        The daemon re-tests, or brings runs forward, while it holds (probe.analysis.retest)."""
         o = self._open
         if o is None:  # an onset: the re-tests after the change that started it are enough (2.3 intervals
             return False  # at p95); more bursts while it builds added false alarms in the bench
