@@ -179,9 +179,10 @@ def with_retests(pattern: str, draw: Any, *, retests: int = 4, name: str = "t") 
     regular = [(at(i), CODE[c]) for i, c in enumerate(pattern)]
     seen = simulate(regular, lambda t0, t: draw(round((t0 - T0) / IV), t),
                     lambda s: None if s == "inconclusive" else s, retests, SPACING)
-    points = tuple(Point(t, f"m{round((t - T0) / IV)}" if k == 0 else f"m{round((t - T0) / IV)}r{k}", st, k == 0)
+    points = tuple(Point(t, f"m{round((t - T0) / IV)}" if k == 0 else f"m{round((t - T0) / IV)}r{k}",
+                         st, k == 0)  # type: ignore[arg-type]
                    for t, st, k in seen)
-    return Series("p1", name, "svc", "tcp", "tcp_ip", points)  # type: ignore[arg-type]
+    return Series("p1", name, "svc", "tcp", "tcp_ip", points)
 
 
 def noisy(rate: float, rng: random.Random, n: int) -> str:

@@ -161,7 +161,7 @@ def test_an_ongoing_event_paces_only_its_lift() -> None:
 def test_with_retests_the_adaptive_interval_paces_what_they_cannot_see() -> None:
     """A throttling onset and lift: a re-test cannot see them (no throughput check), so no burst; the next
     regular runs (full runs) come early instead, as without re-tests."""
-    regular = [(t * 100.0, "throttling" if 3 <= t < 6 else False) for t in range(9)]
+    regular: list[tuple[float, object]] = [(t * 100.0, "throttling" if 3 <= t < 6 else False) for t in range(9)]
 
     def full(t0: float, t: float) -> object:
         return "throttling" if 300.0 <= t < 600.0 else False
