@@ -11,9 +11,15 @@ apart, drawn from the same truth and noise), and prints, per configuration:
 * missed and spurious events on the series with episodes;
 * false alarms per 1,000 target-days of pure noise (and of noise with outages);
 * the extra measurements the re-tests cost, per target-day;
+* per scenario (a synthetic family; a lab timeline and blocking type): onset and end notice delays
+  (p50, p95) and false events. The end of an intermittent (flapping) blocking is counted from when it
+  is *clear*: its quiet has lasted as long as its longest pause (before that, no observer can tell the
+  end from one more pause); its delay from the last blocked run is printed beside;
 
-then the three side by side against the goals. The regular measurements are the same in every
-configuration (re-tests draw from their own random stream), so the comparison is paired.
+then the configurations side by side against the goals: the anchor, ours without re-tests, "before"
+(main's policy and detector before the end-notice work of issue 14, class 6: the anchor of that change)
+and ours with the policy simulated. The regular measurements are the same in every configuration
+(re-tests draw from their own random stream), so the comparison is paired.
 
 Deterministic (fixed seeds). ``--days`` sets the target-days of pure noise (default 10,000);
 ``--retests`` and ``--spacing`` the policy simulated (default: the daemon's defaults); ``--no-adaptive``
@@ -34,6 +40,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +60,9 @@ from probe.analysis.events import (  # noqa: E402
     ordered,
     series_from_records,
 )
-from probe.analysis.retest import Adaptive, outcome_of, simulate  # noqa: E402
+from probe.analysis.retest import Adaptive, Asks, outcome_of, run_outcome, simulate  # noqa: E402
 from probe.core.config import Settings  # noqa: E402
-from probe.core.records import Event, format_time, mark_early, mark_retest  # noqa: E402
+from probe.core.records import Event, format_time, mark_early, mark_retest, on_grid, retest_of  # noqa: E402
 
 INTERVAL = 300.0
 DAY = int(86400 / INTERVAL)  # 288 measurements a day
@@ -68,6 +75,9 @@ DEFAULTS = Settings()
 class Truth:
     onset: float
     lift: float | None  # None: still blocked at the end of the series
+    #: an intermittent blocking: when its end became clear, the quiet having lasted as long as its longest
+    #: pause (before that no observer can tell the end from one more pause); its end is noticed from here
+    clear: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,35 +99,50 @@ class Retests:
     spacing: float = DEFAULTS.retest_spacing
     unsettled: bool = True  # also re-test while the detector is unsettled (the daemon's second trigger)
     adaptive: bool = True  # early regular runs after a change or while undecided (settings.adaptive_interval)
+    #: main's policy before the end-notice work (issue 14, class 6), the anchor: a lift test at lift_rate
+    #: for every event, no pause guard, no early runs with re-tests on, early runs seen as re-tests
+    legacy: bool = False
 
     def pacing(self) -> Adaptive | None:
-        return Adaptive() if self.adaptive else None
+        return Adaptive() if self.adaptive and not (self.legacy and self.count) else None
+
+    def params(self) -> DetectParams:
+        return LEGACY if self.legacy else DetectParams()
 
 
-def _unsettled_series(name: str, policy: Retests) -> Callable[[float, Status, bool], bool] | None:
+#: The detector of main before the end-notice work (the anchor of "old policy" figures).
+LEGACY = DetectParams(steady_lift=False, pause_guard=False)
+Unsettled = Callable[[float, Any, bool, bool], Asks]
+
+
+def _unsettled_series(name: str, policy: Retests) -> Unsettled | None:
     """The daemon's second trigger on one tcp_ip series: a detector fed every observation."""
     if not policy.unsettled:
         return None
-    det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip")), itertools.count()
+    det, n = Detector(Series("bench", name, "svc", "tcp", "tcp_ip"), policy.params()), itertools.count()
 
-    def feed(t: float, status: Status, retest: bool) -> bool:
-        det.take(Point(t, f"u{next(n)}", status, not retest))
-        return det.unsettled
+    def feed(t: float, status: Status, grid: bool, retest: bool) -> Asks:
+        det.take(Point(t, f"u{next(n)}", status, grid))
+        return Asks(det.unsettled, det.unsettled, not policy.legacy and det.n_events > det.n_closed)
 
     return feed
 
 
-def _unsettled_records(target: str, policy: Retests) -> Callable[[float, object, bool], bool] | None:
+def _unsettled_records(target: str, policy: Retests) -> Unsettled | None:
     """The daemon's second trigger on one target's verdicts (its RecordDetector)."""
     if not policy.unsettled:
         return None
-    det, n = RecordDetector(), itertools.count()
+    det, n = RecordDetector(policy.params()), itertools.count()
 
-    def feed(t: float, blocking: object, retest: bool) -> bool:
+    def feed(t: float, blocking: object, grid: bool, retest: bool) -> Asks:
         record: dict[str, object] = {"record_type": "verdict", "probe_id": "lab", "target": target, "id": f"u{next(n)}",
                                      "measurement_start_time": format_time(t), "test_keys": {"blocking": blocking}}
-        det.feed(mark_retest([record], "u", 1) if retest else [record])
-        return det.unsettled(target)
+        det.feed(mark_retest([record], "u", 1) if retest or (policy.legacy and not grid)
+                 else [record] if grid else mark_early([record]))
+        if policy.legacy:
+            return Asks(det.unsettled(target), det.unsettled(target))
+        paced = False if policy.count else None
+        return Asks(det.unsettled(target), det.unsettled(target, paced), det.ongoing(target, paced))
 
     return feed
 
@@ -222,7 +247,10 @@ def synthetic(trials: int, seed: int = 1, retests: Retests | None = None) -> lis
         st, ts, world = _timeline(rng, n, [(on, off)], noise, 0.0, flap=True)
         first = next(i for i, s in enumerate(st) if ts[i] >= on and s == "blocked")
         last = max(i for i, s in enumerate(st) if ts[i] < off and s == "blocked")
-        truth = Truth(_onset(rng, first) if first != warm else on, ts[last] + INTERVAL / 2)
+        pause = max((len(list(run)) for off_phase, run in itertools.groupby(world.flap_off[first:last + 1])
+                     if off_phase), default=0)
+        truth = Truth(_onset(rng, first) if first != warm else on, ts[last] + INTERVAL / 2,
+                      ts[last] + (pause + 1) * INTERVAL)
         cases.append(Case("flapping", _series(f"flap{k}", st, ts, world, retests), (truth,), noise))
         # gaps: the probe is off for 1-24 h, away from the onset and lift
         glen = rng.randint(12, 12 * 20)
@@ -319,8 +347,12 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
         def retest(_: float, t: float) -> object:
             return noisy(False if outcome_of(expected(t)) == "ok" else expected(t), again)
 
+        def full(_: float, t: float) -> object:  # an early run is a full run: it sees throttling
+            return noisy(expected(t), again)
+
         observed = simulate(regular, retest, outcome_of, retests.count, retests.spacing,
-                            _unsettled_records(target, retests), retests.pacing(), INTERVAL)
+                            _unsettled_records(target, retests), retests.pacing(), INTERVAL,
+                            run=None if retests.legacy else (full, run_outcome))
     records: list[dict[str, object]] = []
     of = ""
     for t, blocking, k in observed:
@@ -338,8 +370,10 @@ def _lab_records(rng: random.Random, name: str, target: str, phases: Phases, tim
     return records
 
 
-def lab_cases(seed: int = 2, repeats: int = 20, scale: float = 2.0, retests: Retests | None = None) -> list[Case]:
-    """Each seed second is ``scale`` intervals, after a day of quiet; 2 % random tcp_ip failures."""
+def lab_cases(seed: int = 2, repeats: int = 20, scale: float = 2.0, retests: Retests | None = None,
+              cost: Counter[str] | None = None) -> list[Case]:
+    """Each seed second is ``scale`` intervals, after a day of quiet; 2 % random tcp_ip failures. ``cost``
+    counts the runs: regular (on the grid), early (full runs of the adaptive interval) and re-tests."""
     from probe.analysis.events import event_type
 
     rng = random.Random(seed)
@@ -352,7 +386,10 @@ def lab_cases(seed: int = 2, repeats: int = 20, scale: float = 2.0, retests: Ret
             end = offset + max(lift for _, lift, _ in phases) * scale * INTERVAL + 48 * INTERVAL
             times = [T0 + i * INTERVAL for i in range(int((end - T0) / INTERVAL) + 12)]
             for target in sorted({t for _, _, ex in phases for t in ex}):
-                records += _lab_records(rng, f"{name}-{r}", target, phases, times, offset, scale, retests)
+                runs = _lab_records(rng, f"{name}-{r}", target, phases, times, offset, scale, retests)
+                records += runs
+                if cost is not None:
+                    cost.update("retest" if retest_of(x) else "regular" if on_grid(x) else "early" for x in runs)
                 prev: str | None = None
                 for onset, lift, ex in phases:
                     kind = event_type(ex.get(target, False))
@@ -380,6 +417,7 @@ class Score:
     delay: list[float]
     delay_samples: list[float]
     end_delay: list[float] = dataclasses.field(default_factory=list)  # the lift noticed, from the true lift
+    end_delay_lift: list[float] = dataclasses.field(default_factory=list)  # ... from the lift (not when clear)
     missed: int = 0
     spurious: int = 0
     truths: int = 0
@@ -442,7 +480,8 @@ def score(found: Sequence[tuple[Case, Found]]) -> Score:
                 sc.end_err.append(abs(e.end_time - truth.lift) / INTERVAL)
                 noticed = closed[best]
                 if noticed is not None:
-                    sc.end_delay.append((noticed - truth.lift) / INTERVAL)
+                    sc.end_delay.append((noticed - (truth.clear or truth.lift)) / INTERVAL)
+                    sc.end_delay_lift.append((noticed - truth.lift) / INTERVAL)
             elif (truth.lift is None) != (e.end_time is None):
                 sc.end_err.append(float("inf"))
         sc.spurious += len(events) - len(used)
@@ -492,6 +531,8 @@ def summary(sc: Score) -> dict[str, float]:
         "delay_samples_p95": _q(sc.delay_samples, 0.95), "delay_samples_max": max(sc.delay_samples, default=0.0),
         "end_delay_median": statistics.median(sc.end_delay) if sc.end_delay else float("nan"),
         "end_delay_p95": _q(sc.end_delay, 0.95), "end_delay_max": max(sc.end_delay, default=float("nan")),
+        "end_delay_lift_median": statistics.median(sc.end_delay_lift) if sc.end_delay_lift else float("nan"),
+        "end_delay_lift_p95": _q(sc.end_delay_lift, 0.95), "ends": len(sc.end_delay),
         "missed": sc.missed, "spurious": sc.spurious, "truths": sc.truths,
         "onset_in_bounds": sc.covered / max(1, sc.truths - sc.missed),
     }
@@ -507,6 +548,25 @@ ASSUMPTION = ("assumption: the synthetic noise is independent between measuremen
 
 def _family(case: Case) -> str:
     return case.family.split(":")[0]
+
+
+def _scenario(case: Case) -> str:
+    """A synthetic family, or a lab timeline and the blocking type of its series."""
+    return f"{case.family}/{case.series.type}" if case.family.startswith("lab") else case.family
+
+
+def by_scenario(found: Sequence[tuple[Case, Found]]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Onset and end notice delays and false events per scenario (lab: per timeline and type), and the table."""
+    res: dict[str, dict[str, float]] = {}
+    lines = [f"{'scenario':52} {'onset p50':>9} {'p95':>6} {'end p50':>8} {'p95':>6} {'ends':>5} "
+             f"{'miss':>5} {'false':>5}   (end of flapping: from when it is clear; [from the lift p50/p95])"]
+    for name in sorted({_scenario(c) for c, _ in found}):
+        s = res[name] = summary(score([(c, f) for c, f in found if _scenario(c) == name]))
+        lift = (f"   [{s['end_delay_lift_median']:.2f} / {s['end_delay_lift_p95']:.2f}]"
+                if s["end_delay_lift_p95"] != s["end_delay_p95"] else "")
+        lines.append(f"{name:52} {s['delay_median']:9.2f} {s['delay_p95']:6.2f} {s['end_delay_median']:8.2f} "
+                     f"{s['end_delay_p95']:6.2f} {s['ends']:5.0f} {s['missed']:5.0f} {s['spurious']:5.0f}{lift}")
+    return res, lines
 
 
 def _row(fam: str, s: dict[str, float]) -> str:
@@ -527,6 +587,8 @@ def evaluate(run: Runner, cases: Sequence[Case], days: int, retests: Retests | N
     for fam in [*sorted({_family(c) for c in cases}), "all"]:
         res[fam] = summary(score([(c, f) for c, f in found if fam in ("all", _family(c))]))
         print(_row(fam, res[fam]))
+    res["by_scenario"], table = by_scenario(found)
+    print("\n".join(table))
     res["clean"] = summary(score([(c, f) for c, f in found if _family(c) in CLEAN]))
     res["delay_by_noise"] = {f"{n:.0%}": summary(score([(c, f) for c, f in found if _family(c) in CLEAN[:3]
                                                         and c.noise == n])) for n in NOISE_LEVELS}
@@ -538,7 +600,7 @@ def evaluate(run: Runner, cases: Sequence[Case], days: int, retests: Retests | N
     return res
 
 
-def side_by_side(results: dict[str, dict[str, Any]], extra_episodes: float) -> list[str]:
+def side_by_side(results: dict[str, dict[str, Any]]) -> list[str]:
     """The configurations against the goals, one figure per row."""
     names = list(results)
     lines = [f"{'':50}" + "".join(f"{n:>14}" for n in names) + "   goal"]
@@ -566,6 +628,11 @@ def side_by_side(results: dict[str, dict[str, Any]], extra_episodes: float) -> l
             f"<= {GOAL_DELAY:g}")
     row("end noticed after true lift median, clean (intervals)", fig("clean", "end_delay_median"))
     row("end noticed after true lift p95, clean", fig("clean", "end_delay_p95"), f"<= {GOAL_DELAY:g}")
+    row("  p95 of throttling series (lab timelines)", lambda r: _q([v for k, v in _ends(r).items() if "throttl" in k],
+                                                                   1.0))
+    row("end noticed p95, flapping (from when it is clear)", fig("flapping", "end_delay_p95"))
+    row("end noticed p95, flapping (from the last blocked run)", fig("flapping", "end_delay_lift_p95"))
+    row("end noticed p95, outages (after the lift)", fig("outages", "end_delay_p95"))
     row("delay from true onset median, all families", fig("all", "delay_median"))
     row("delay from true onset p95, all (outages, flapping)", fig("all", "delay_p95"))
     row("missed events, all", fig("all", "missed"), fmt="14.0f")
@@ -576,16 +643,30 @@ def side_by_side(results: dict[str, dict[str, Any]], extra_episodes: float) -> l
     for key in [f"{n:.0%}" for n in NOISE_LEVELS] + ["all"]:
         row(f"extra measurements / target-day, noise {key}", fig("extra_noise", key), fmt="14.1f")
     row("extra measurements / target-day, noise + outages", fig("extra_outages", "all"), fmt="14.1f")
-    row("extra measurements / target-day, with episodes", lambda r: extra_episodes if r["retests"] else 0.0,
-        fmt="14.1f")
+    row("extra measurements / target-day, with episodes", fig("extra_episodes"), fmt="14.1f")
+    row("lab timelines: early full runs / target-day", fig("lab_early"), fmt="14.1f")
+    row("lab timelines: re-tests / target-day", fig("lab_retests"), fmt="14.1f")
     return lines
+
+
+def _ends(r: dict[str, Any]) -> dict[str, float]:
+    """The end-notice p95 of each scenario (the worst of them, for throttling)."""
+    return {k: float(v["end_delay_p95"]) for k, v in r["by_scenario"].items()}
 
 
 def meets_goals(r: dict[str, Any]) -> bool:
     return bool(r["all"]["start_err_median"] <= GOAL_ERROR and r["all"]["end_err_median"] <= GOAL_ERROR
             and max(r["clean"]["delay_p95"], *(d["delay_p95"] for d in r["delay_by_noise"].values())) <= GOAL_DELAY
+            and r["clean"]["end_delay_p95"] <= GOAL_DELAY
             and r["false_alarms"]["all"] <= GOAL_FA
             and r["false_alarms_outages"]["all"] <= GOAL_FA)
+
+
+def _extra(plain: Sequence[Case], tested: Sequence[Case]) -> float:
+    """Extra measurements per target-day on the synthetic series with episodes."""
+    pairs = [(len(a.series.points), len(b.series.points)) for a, b in zip(plain, tested, strict=True)
+             if not a.family.startswith("lab")]
+    return sum(b - a for a, b in pairs) / (sum(a for a, _ in pairs) / DAY)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -602,34 +683,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     began = time.monotonic()
     policy = Retests(args.retests, args.spacing, not args.changes_only, not args.no_adaptive)
+    before = dataclasses.replace(policy, legacy=True)
     anchor: Runner = lambda s: _run_anchor(s, CusumParams())  # noqa: E731
     ours: Runner = lambda s: _run_ours(s, DetectParams())  # noqa: E731
+    legacy: Runner = lambda s: _run_ours(s, LEGACY)  # noqa: E731
     plain = synthetic(args.trials) + lab_cases()
-    tested = synthetic(args.trials, retests=policy) + lab_cases(retests=policy)
-    synthetic_points = [(len(a.series.points), len(b.series.points)) for a, b in zip(plain, tested, strict=True)
-                        if not a.family.startswith("lab")]
-    extra_episodes = sum(b - a for a, b in synthetic_points) / (sum(a for a, _ in synthetic_points) / DAY)
     print(f"interval {INTERVAL:.0f} s; {len(plain)} series with known episodes; {args.days} target-days of noise")
     print(f"re-tests: {policy.count}, {policy.spacing:g} s apart, after each change of outcome (not after a re-test)"
           + (" and after a regular run that leaves the detector unsettled" if policy.unsettled else "")
           + ("; adaptive interval: early regular runs after a change or while undecided" if policy.adaptive else ""))
+    print("before = main's policy and detector before the end-notice work (issue 14, class 6): the anchor of the "
+          "change; ours+retests = now")
     print(ASSUMPTION)
     print("errors and delays in probe intervals (of wall time); FA = false alarms per 1,000 target-days")
     out: dict[str, Any] = {"interval_s": INTERVAL, "noise_target_days": args.days, "retests": policy.count,
-                           "retest_spacing_s": policy.spacing, "adaptive": policy.adaptive,
-                           "extra_per_target_day_episodes": extra_episodes}
+                           "retest_spacing_s": policy.spacing, "adaptive": policy.adaptive}
     results: dict[str, dict[str, Any]] = {}
-    for name, label, run, cases, retests in (
-        ("anchor", "cusum_detect", anchor, plain, None),
-        ("ours", "detect, no re-tests", ours, plain, None),
-        ("ours+retests", f"detect, {policy.count} re-tests {policy.spacing:g} s apart after a change", ours, tested,
-         policy),
+    for name, label, run, retests in (
+        ("anchor", "cusum_detect", anchor, None),
+        ("ours", "detect, no re-tests", ours, None),
+        ("before", f"main's policy before, {policy.count} re-tests {policy.spacing:g} s apart", legacy, before),
+        ("ours+retests", f"detect, {policy.count} re-tests {policy.spacing:g} s apart after a change", ours, policy),
     ):
+        cost: Counter[str] = Counter()
+        cases = plain if retests is None else synthetic(args.trials, retests=retests) + lab_cases(retests=retests,
+                                                                                                 cost=cost)
         print(f"\n== {name} ({label})")
-        results[name] = {**evaluate(run, cases, args.days, retests), "retests": retests is not None}
-    print(f"\n== side by side: anchor / ours without re-tests / ours with re-tests "
+        per_day = DAY / max(1, cost["regular"])
+        results[name] = {**evaluate(run, cases, args.days, retests), "extra_episodes": _extra(plain, cases),
+                         "lab_early": cost["early"] * per_day, "lab_retests": cost["retest"] * per_day}
+    print(f"\n== side by side: anchor / ours without re-tests / before / ours with re-tests "
           f"({policy.count} x {policy.spacing:g} s)")
-    print("\n".join(side_by_side(results, extra_episodes)))
+    print("\n".join(side_by_side(results)))
     print("meets every goal: " + "  ".join(f"{n} {'yes' if meets_goals(r) else 'no'}" for n, r in results.items()))
     print(ASSUMPTION)
     print(f"\nelapsed {time.monotonic() - began:.1f} s")

@@ -35,6 +35,14 @@ SWITCHES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("sni_rst", "web.telegram.test", {"sni": "web.telegram.test"}),
     ("ip_drop", "tg-cloud.cloud.test", {"host": "tg-cloud.cloud.test"}),
 )
+#: A throttling by SNI (the lab's htb policer), seen only by the throughput check: a re-test does not
+#: run it, so its onset and end are confirmed by the adaptive interval's early full runs.
+THROTTLE = ("throttle_sni", "twitter.test", {"sni": "twitter.test", "rate_kbit": 256, "direction": "down"})
+#: What each switch's target measures (the lab's defaults otherwise).
+TARGET_OPTIONS: dict[str, dict[str, Any]] = {
+    "twitter.test": {"checks": ["dns", "tcp", "tls", "http", "throughput"],
+                     "throughput_url": "https://twitter.test/large"},
+}
 
 
 @dataclass
@@ -98,16 +106,18 @@ def _wait(predicate: Callable[[], bool], seconds: float, step: float = 0.2) -> b
 
 
 def run(lab: Lab, *, interval: float, cycles: int, retests: int, on_intervals: float = 8.0,
-        off_intervals: float = 10.0, seed: int = 1, echo: Callable[[str], None] = print) -> Result:
-    """The daemon in ``lab``'s client namespace through ``cycles`` on/off periods of both techniques."""
+        off_intervals: float = 10.0, seed: int = 1, echo: Callable[[str], None] = print,
+        switches: Sequence[tuple[str, str, dict[str, Any]]] = SWITCHES) -> Result:
+    """The daemon in ``lab``'s client namespace through ``cycles`` on/off periods of the techniques."""
     rng = random.Random(seed)
     settings: dict[str, Any] = {"interval": interval, "jitter": 0.1, "retests": retests}
     if retests:
         settings["retest_spacing"] = round(interval / (retests + 1), 3)
-    names = [target for _, target, _ in SWITCHES]
+    names = [target for _, target, _ in switches]
     stamp = time.monotonic_ns()
     targets = lab.state / f"events-live-{stamp}.yaml"
-    targets.write_text(lab.targets_yaml(names, settings=settings))
+    targets.write_text(lab.targets_yaml(names, {n: TARGET_OPTIONS[n] for n in names if n in TARGET_OPTIONS},
+                                        settings=settings))
     log = lab.state / f"events-live-{stamp}.log"
     argv = [sys.executable, "-m", "probe", "daemon", "--targets", str(targets), "--store",
             str(lab.state / f"events-live-{stamp}.sqlite"), "--log-level", "info",
@@ -123,8 +133,8 @@ def run(lab: Lab, *, interval: float, cycles: int, retests: int, on_intervals: f
         raise RuntimeError(f"the daemon did not measure every target 3 times; log: {log.read_text()[-2000:]}")
     for k in range(cycles):
         time.sleep(rng.uniform(0, interval))  # a random phase of the run grid
-        handles, now = [lab.apply(tech, **params) for tech, _, params in SWITCHES], time.time()
-        batch = [Cycle(tech, target, now) for tech, target, _ in SWITCHES]
+        handles, now = [lab.apply(tech, **params) for tech, _, params in switches], time.time()
+        batch = [Cycle(tech, target, now) for tech, target, _ in switches]
         time.sleep(on_intervals * interval)
         for handle in handles:
             lab.remove(handle)
@@ -160,14 +170,15 @@ def _q(values: Sequence[float], q: float) -> float:
 
 def report(result: Result) -> list[str]:
     lines = [f"interval {result.interval:g} s, re-tests {result.retests}; delays in intervals after the switch",
-             f"{'technique':10} {'cycle':>5} {'onset':>7} {'end':>7}"]
+             f"{'technique':12} {'cycle':>5} {'onset':>7} {'end':>7}"]
+    techniques = list(dict.fromkeys(c.technique for c in result.cycles))
     for i, c in enumerate(result.cycles):
         on = (c.started - c.on) / result.interval if c.started is not None else float("inf")
         off = (c.ended - c.off) / result.interval if c.ended is not None else float("inf")
-        lines.append(f"{c.technique:10} {i // len(SWITCHES) + 1:5d} {on:7.2f} {off:7.2f}")
-    for tech in [None, *(t for t, _, _ in SWITCHES)]:
+        lines.append(f"{c.technique:12} {i // len(techniques) + 1:5d} {on:7.2f} {off:7.2f}")
+    for tech in [None, *techniques]:
         ons, offs = result.delays(tech)
-        lines.append(f"{tech or 'all':10} onset median {statistics.median(ons):.2f} p95 {_q(ons, 0.95):.2f} "
+        lines.append(f"{tech or 'all':12} onset median {statistics.median(ons):.2f} p95 {_q(ons, 0.95):.2f} "
                      f"max {max(ons):.2f} | end median {statistics.median(offs):.2f} p95 {_q(offs, 0.95):.2f} "
                      f"max {max(offs):.2f}")
     lines.append(f"false events (started outside a switched-on period): {result.false_events}")
@@ -181,17 +192,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--retests", type=int, default=4, help="settings.retests (0: none)")
     ap.add_argument("--on", type=float, default=8.0, help="intervals each technique stays on")
     ap.add_argument("--prefix", default="loopl", help="lab prefix (namespaces); at most 8 characters")
+    ap.add_argument("--techniques", default="sni_rst,ip_drop",
+                    help="switched on and off together, comma-separated: sni_rst, ip_drop, throttle_sni")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = ap.parse_args(argv)
     began = time.monotonic()
+    known = {tech: (tech, target, params) for tech, target, params in (*SWITCHES, THROTTLE)}
+    switches = [known[t] for t in args.techniques.split(",")]
     with Lab(args.prefix) as lab:
-        result = run(lab, interval=args.interval, cycles=args.cycles, retests=args.retests, on_intervals=args.on)
+        result = run(lab, interval=args.interval, cycles=args.cycles, retests=args.retests, on_intervals=args.on,
+                     switches=switches)
     print("\n".join(report(result)))
     print(f"elapsed {time.monotonic() - began:.0f} s")
     if args.json:
         on, off = result.delays()
         print(json.dumps({"interval": result.interval, "retests": result.retests, "onset": on, "end": off,
-                          "false_events": result.false_events}))
+                          "techniques": [c.technique for c in result.cycles], "false_events": result.false_events}))
     return 0
 
 

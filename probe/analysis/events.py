@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -101,9 +101,15 @@ class DetectParams:
     """Parameters of :func:`detect` (tuned with bench/events_accuracy.py).
 
     ``block_rate``: the share of blocked verdicts while a blocking is in force (the onset test).
-    ``lift_rate``: the lift test asks "back to noise" against "still blocked at least this often",
-    so intermittent (flapping) blocking stays one event. ``h_on`` / ``h_off``: thresholds, in nats
-    of evidence, to declare an onset / a lift.
+    ``lift_rate``: the lift test of an event that is not steady asks "back to noise" against "still
+    blocked at least this often", so intermittent (flapping) blocking stays one event. A *steady* event
+    (``steady_min`` blocked grid runs, ``steady_share`` of its points blocked) is asked "back to noise"
+    against "still blocked as often as it was" (its own share, at most ``block_rate``: ``steady_lift``),
+    so 4 good points end it, as 3-5 bad ones start one. ``pause_guard``: an event that is not steady and
+    has paused (good points, then blocked ones: a lone blocked point refuted by a re-test does not end a pause)
+    ends only once the quiet has lasted longer than its longest pause P, times 1 + ``pause_margin`` / n
+    after n pauses (the next pause is longer than all n before it with odds 1 / (n + 1)).
+    ``h_on`` / ``h_off``: thresholds, in nats of evidence, to declare an onset / a lift.
     ``noise_prior`` / ``prior_weight``: the assumed false-failure rate of a new series, and how
     many measurements that assumption weighs. ``noise_min`` / ``noise_max`` clip the estimate:
     the floor keeps a spotless history from making two failures an event. ``memory``: measurements
@@ -114,8 +120,12 @@ class DetectParams:
     lift_rate: float = 0.5
     steady_share: float = 0.85  # an event this share blocked (or more) is steady: re-test its lift
     steady_min: int = 4  # ... blocked at this many regular runs or more (a flapping phase: 1-3)
+    steady_lift: bool = True  # a steady event's lift test uses its own blocked share (False: lift_rate, as before)
+    pause_guard: bool = True  # an intermittent event ends only once the quiet outlasts its longest pause...
+    pause_margin: float = 2.0  # ... by this many times over the number of pauses seen (few seen: wider)
     h_on: float = 12.5
     h_off: float = 8.0
+    h_off_steady: float = 9.5  # a steady event's lift: 5 good points (4 gave one false lift in the bench)
     noise_prior: float = 0.03
     prior_weight: float = 100.0
     noise_min: float = 0.01
@@ -320,6 +330,15 @@ class _Open:
     end_s: float = 0.0  # lift evidence (nats)
     ok_run: int = 0  # good points since the last blocked one
     n_bad_regular: int = 0  # blocked regular runs (not re-tests): how long it has been blocked
+    n_ok_regular: int = 0  # good regular runs (how steady it is: grid runs only, whatever the sampling)
+    run_ok_regular: int = 0  # good regular runs in the current run of lift evidence (end_s > 0)
+    run_steady: bool = False  # whether the event was steady when that run began (fixed for the run)
+    pause_from: float = 0.0  # time of the last blocked point not refuted (a pause, or the quiet, runs from it)
+    lone: float = 0.0  # a blocked point after good ones: the length of the pause it would end, if confirmed
+    lone_at: float = 0.0  # ... and its time
+    lone_regular: bool = False  # ... and whether it was a regular run
+    pause: float = 0.0  # longest pause so far: from a blocked point to the next two in a row, good ones between
+    pauses: int = 0  # pauses seen
 
 
 class Detector:
@@ -343,7 +362,7 @@ class Detector:
         self._open: _Open | None = None
         self._s = 0.0  # onset evidence (nats), while no event is open
         self._pending: list[bool] = []  # the current onset run (True = blocked), learnt as noise if it fades
-        self._pending_regular = 0  # blocked regular runs in it
+        self._pending_regular = [0, 0]  # good and blocked regular runs in it
         self._recent: deque[tuple[float, str, bool]] = deque(maxlen=self.lookback)
         self._floor = -math.inf  # a change is never placed at or before the previous event's end
         self._last_decisive: float | None = None
@@ -365,17 +384,18 @@ class Detector:
 
     @property
     def unsettled(self) -> bool:
-        """True while lift evidence builds in an open, steady event (``steady_min`` blocked regular
-        runs at least, and ``steady_share`` of its points before the current good run): more points now
-        decide the end sooner, and the daemon re-tests while it holds (probe.analysis.retest)."""
+        """True while lift evidence builds in an open event that more points now would end sooner: a
+        steady one (:meth:`_steady`), or one whose quiet has outlasted its longest pause (the pattern is
+        clear); or after a blocked point that follows a pause (one more point tells noise from a phase).
+        The daemon re-tests, or brings runs forward, while it holds (probe.analysis.retest)."""
         o = self._open
         if o is None:  # an onset: the re-tests after the change that started it are enough (2.3 intervals
             return False  # at p95); more bursts while it builds added false alarms in the bench
-        # Only a steady blocking's lift (at least steady_min blocked regular runs, and steady_share of
-        # its points before the current good run): dense re-tests in a pause of an intermittent (flapping) blocking
-        # would make the pause look like a lift and split one event into many.
-        return (o.end_s > 0.0 and o.n_bad_regular >= self.p.steady_min
-                and o.n_bad >= self.p.steady_share * (o.n_bad + o.n_ok - o.ok_run))
+        # Not in the pause of an intermittent (flapping) blocking: dense re-tests there would make the
+        # pause look like a lift and split one event into many.
+        if self.p.pause_guard and o.lone:  # a blocked point after a pause: one more point tells noise from a phase
+            return True
+        return o.end_s > 0.0 and (o.run_steady or (self.p.pause_guard and self._outlasted(o)))
 
     @property
     def n_closed(self) -> int:
@@ -423,11 +443,12 @@ class Detector:
         self._last_decisive = point.time
         self._recent.append((point.time, point.id, bad))
         if self._open is None:
-            self._pending_regular += bad and point.regular
+            if bad or self._s > 0.0:
+                self._pending_regular[bad] += point.regular
             self._quiet_step(bad)
         else:
             self._open.n_bad_regular += bad and point.regular
-            self._blocked_step(self._open, bad, point.id)
+            self._blocked_step(self._open, bad, point)
 
     def _decay(self, now: float) -> None:
         """Halve stale evidence per half-life of silence; an onset run worth less than one good
@@ -482,21 +503,61 @@ class Detector:
         n_bad = len(ids)
         self._open = _Open(start=((low + high) / 2.0, low, high), noise=p0,
                            evidence=ids[: self.p.evidence_cap], n_bad=n_bad, n_ok=len(run) - n_bad,
-                           n_bad_regular=self._pending_regular)
-        self._s, self._pending, self._pending_regular = 0.0, [], 0
+                           n_bad_regular=self._pending_regular[True], n_ok_regular=self._pending_regular[False],
+                           pause_from=self._recent[-1][0])
+        self._s, self._pending, self._pending_regular = 0.0, [], [0, 0]
 
-    def _blocked_step(self, o: _Open, bad: bool, mid: str) -> None:
-        p0, p1 = o.noise, self.p.lift_rate
+    def _steady(self, o: _Open) -> bool:
+        """Counted on grid runs only (re-tests and early runs come in bursts around changes: they would
+        make the blocked phases of an intermittent blocking look longer than its pauses), before the current
+        run of lift evidence: blocked at ``steady_min`` grid runs or more, ``steady_min`` more for each good
+        one, and at least ``steady_share`` of them."""
+        bad, ok = o.n_bad_regular, o.n_ok_regular - o.run_ok_regular
+        return bad >= self.p.steady_min * (1 + ok) and bad >= self.p.steady_share * (bad + ok)
+
+    def _outlasted(self, o: _Open) -> bool:
+        """An event that paused (intermittent) whose quiet has now lasted longer than its pauses (the
+        longest, with a margin that shrinks as more pauses are seen)."""
+        if not o.pauses or self._last_time is None:
+            return False
+        return self._last_time - o.pause_from > o.pause * (1.0 + self.p.pause_margin / o.pauses)
+
+    def _lift_rate(self, o: _Open) -> float:
+        """The lift test's "still blocked" rate: a steady event's own share (at most block_rate), else
+        lift_rate. Fixed within a run of lift evidence (steadiness and share as they were before it)."""
+        if not (self.p.steady_lift and o.run_steady):
+            return self.p.lift_rate
+        bad, ok = o.n_bad_regular, o.n_ok_regular - o.run_ok_regular
+        return min(self.p.block_rate, max(self.p.lift_rate, bad / max(1, bad + ok)))
+
+    def _blocked_step(self, o: _Open, bad: bool, point: Point) -> None:
+        if o.end_s == 0.0:  # a run of lift evidence may start here: how steady the event was before it
+            o.run_steady = self._steady(o)
+        p0, p1 = o.noise, self._lift_rate(o)
         if bad:
+            if o.ok_run:  # after good points: the end of a pause, or a lone failure inside it
+                o.lone, o.lone_at, o.lone_regular = point.time - o.pause_from, point.time, point.regular
+            elif o.lone:  # blocked twice in a row: the pause ended
+                o.pause, o.pauses, o.lone = max(o.pause, o.lone), o.pauses + 1, 0.0
+                o.pause_from = point.time
+            else:
+                o.pause_from = point.time
             o.n_bad += 1
             o.ok_run = 0
             if len(o.evidence) < self.p.evidence_cap:
-                o.evidence.append(mid)
+                o.evidence.append(point.id)
         else:
+            if o.lone and o.lone_regular and point.regular:  # two grid runs, no re-check between: a short phase
+                o.pause, o.pauses, o.pause_from = max(o.pause, o.lone), o.pauses + 1, o.lone_at
+            o.lone = 0.0  # (else refuted by a quick re-check: noise, the pause goes on from pause_from)
             o.n_ok += 1
             o.ok_run += 1
         o.end_s = max(0.0, o.end_s + (math.log(p0 / p1) if bad else math.log((1 - p0) / (1 - p1))))
-        if o.end_s >= self.p.h_off:
+        o.n_ok_regular += point.regular and not bad
+        o.run_ok_regular = 0 if o.end_s == 0.0 else o.run_ok_regular + (point.regular and not bad)
+        guard = self.p.pause_guard and o.pauses > 0 and not o.run_steady
+        h_off = self.p.h_off_steady if o.run_steady and self.p.steady_lift else self.p.h_off
+        if o.end_s >= h_off and (not guard or self._outlasted(o)):
             self._close(o)
 
     def _close(self, o: _Open) -> None:
@@ -521,7 +582,7 @@ class Detector:
         """The onset run fell back to nothing: its points were noise of the quiet state."""
         for bad in self._pending:
             self._learn(bad)
-        self._s, self._pending, self._pending_regular = 0.0, [], 0
+        self._s, self._pending, self._pending_regular = 0.0, [], [0, 0]
 
     def _learn(self, bad: bool) -> None:
         self._bad_w = self._bad_w * self._keep + (1.0 if bad else 0.0)
@@ -570,11 +631,21 @@ class RecordDetector:
     def __call__(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
         return self.feed(records)
 
-    def unsettled(self, target: str) -> bool:
-        """Whether more measurements of ``target`` now would decide an onset or a lift sooner
-        (:attr:`Detector.unsettled`), in a series that a re-test can see (not throttling)."""
-        return any(d.unsettled for detectors in self._of_target.get(target, ())
-                   for kind, d in detectors.items() if point_status(kind, False, retest=True) != "inconclusive")
+    def unsettled(self, target: str, seen: bool | None = True) -> bool:
+        """Whether more measurements of ``target`` now would decide a lift sooner
+        (:attr:`Detector.unsettled`), in its series that a re-test can see (``seen`` True: not
+        throttling), cannot see (False), or in any (None: a full run sees them all)."""
+        return any(d.unsettled for d in self._detectors(target, seen))
+
+    def ongoing(self, target: str, seen: bool | None = None) -> bool:
+        """Whether an event of ``target`` is open (in its series as for :meth:`unsettled`)."""
+        return any(d.n_events > d.n_closed for d in self._detectors(target, seen))
+
+    def _detectors(self, target: str, seen: bool | None) -> Iterator[Detector]:
+        for detectors in self._of_target.get(target, ()):
+            for kind, d in detectors.items():
+                if seen is None or (point_status(kind, False, retest=True) != "inconclusive") == seen:
+                    yield d
 
     def feed(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
         touched: dict[str, Event] = {}

@@ -17,11 +17,12 @@ The rules:
   yet counts as ``"ok"`` (the detector's prior assumes so too): one found blocked at start-up is
   re-tested.
 * A regular run also gets a burst while the event detector is *unsettled* about the target
-  (:attr:`probe.analysis.events.Detector.unsettled`): lift evidence in an open, steady event;
-  such a burst has ``2 × retests`` re-tests (:func:`burst_size`). An end needs more evidence
-  than an onset (intermittent blocking must stay one event), so without this
-  the end of a blocking was noticed ~12 intervals late. It costs nothing while nothing changes
-  (the detector is settled) and during a steady blocking (every point blocked).
+  (:attr:`probe.analysis.events.Detector.unsettled`): lift evidence in an open steady event, or in an
+  intermittent one whose quiet has outlasted its pauses, or a blocked point after a pause (noise or a
+  phase?); such a burst has ``2 × retests`` re-tests (:func:`burst_size`). It costs nothing while
+  nothing changes (the detector is settled) and during a steady blocking (every point blocked).
+* What a re-test cannot see (throttling: no throughput check) is confirmed by the adaptive
+  interval's early full runs instead (:class:`Pacer`, :func:`paced_outcome`), with re-tests on too.
 * A burst fits its interval: re-tests are ``retest_spacing`` apart, or closer when the interval
   is short (:func:`fit_spacing`), so that they run before the next regular run, not never.
 * Re-tests never trigger re-tests (no cascade), but they do set the last outcome: a random
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from probe.core.config import Target
@@ -55,6 +56,21 @@ def outcome_of(blocking: object) -> str | None:
     if blocking is False or blocking in _UNSEEN:
         return "ok"
     return str(blocking)
+
+
+def run_outcome(blocking: object) -> str | None:
+    """A verdict's ``blocking`` as a full run sees it: "ok", the blocking (throttling included), or None."""
+    if blocking is None:
+        return None
+    return "ok" if blocking is False else str(blocking)
+
+
+def paced_outcome(found: str | None, retesting: bool) -> str | None:
+    """A full run's outcome as the adaptive interval tracks it: as it is, or with re-tests on
+    (``retesting``) only what a re-test cannot see (throttling): the bursts confirm the rest."""
+    if found is None or not retesting or found in _UNSEEN:
+        return found
+    return "ok"
 
 
 def burst_size(count: int, changed: bool) -> int:
@@ -101,6 +117,16 @@ class Tracker:
         self._last = {k: v for k, v in self._last.items() if k in keep}
 
 
+class Asks(NamedTuple):
+    """What the event detector asks for after a run: more points now, from a re-test (``retest``) or
+    from a full run (``run``: with re-tests on, in what they cannot see), and whether an event of the
+    target is ``ongoing`` (in what the adaptive interval tracks)."""
+
+    retest: bool = False
+    run: bool = False
+    ongoing: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class Adaptive:
     """The adaptive interval's bounds (see :class:`Pacer`)."""
@@ -135,8 +161,10 @@ class Pacer:
     ``refill`` per interval) has a run left; and only when it leaves room before the next slot (then the
     grid takes over again). A change back to "ok" also gets ``confirm_ok`` early runs when the detector
     is settled: without them a flapping blocking was sampled densely in its blocked phases only, looked
-    steady, and its pauses then looked like lifts (bench: 52 spurious events; with 2: 1). A random
-    failure costs about 3 early runs; nothing changes while nothing changes.
+    steady, and its pauses then looked like lifts (bench: 52 spurious events; with 2: 1). While an event
+    of the target is ``ongoing`` its onset is decided: no onset runs and no ``confirm_ok``, only the
+    detector's lift (``unsettled``) is paced, so an intermittent blocking does not empty the bucket before
+    its end. A random failure costs about 3 early runs; nothing changes while nothing changes.
     """
 
     def __init__(self, params: Adaptive | None = None) -> None:
@@ -144,15 +172,15 @@ class Pacer:
         self._pace: dict[str, _Pace] = {}
 
     def early(self, key: str, now: float, *, interval: float, took: float, next_regular: float, changed: bool,
-              blocked: bool, unsettled: bool) -> float | None:
+              blocked: bool, unsettled: bool, ongoing: bool = False) -> float | None:
         """The time of an early run after a run that ended at ``now`` (None: keep the grid)."""
         p, pace = self.params, self._pace.setdefault(key, _Pace(tokens=self.params.budget))
         if pace.at is not None:
             pace.tokens = min(p.budget, pace.tokens + p.refill * max(0.0, now - pace.at) / interval)
         pace.at = now
         if changed:
-            pace.left, pace.confirm = (p.onset, 0) if blocked else (p.lift, p.confirm_ok)
-        wanted = (blocked or unsettled) and pace.left > 0
+            pace.left, pace.confirm = (p.onset, 0) if blocked else (p.lift, 0 if ongoing else p.confirm_ok)
+        wanted = ((blocked and not ongoing) or unsettled) and pace.left > 0
         if not (wanted or pace.confirm > 0) or pace.tokens < 1:
             return None
         gap = max(interval / p.divisor, p.factor * took + p.margin)
@@ -173,44 +201,50 @@ class Pacer:
 
 def simulate(
     regular: Iterable[tuple[float, Obs]], draw: Callable[[float, float], Obs], outcome: Callable[[Obs], str | None],
-    count: int, spacing: float, unsettled: Callable[[float, Obs, bool], bool] | None = None,
-    adaptive: Adaptive | None = None, interval: float = 300.0,
+    count: int, spacing: float, unsettled: Callable[[float, Obs, bool, bool], Asks] | None = None,
+    adaptive: Adaptive | None = None, interval: float = 300.0, *,
+    run: tuple[Callable[[float, float], Obs], Callable[[Obs], str | None]] | None = None,
 ) -> list[tuple[float, Obs, int]]:
     """The policy on a synthetic series (bench/events_accuracy.py, tests): what the probe would observe.
 
     ``regular`` holds the regular runs' (time, observation) in time order; ``outcome`` reads an
-    observation as a run's outcome. ``unsettled``, when given, is fed every observation (time,
-    observation, is off the grid: a re-test or an early run) in order and answers whether the detector
-    is unsettled after it (the daemon's second trigger). After each change (or unsettled regular run),
-    re-test k (1..count) observes ``draw(t, t + k * spacing)``, t being the regular run's time.
+    observation as a run's outcome as a re-test decision sees it (:func:`outcome_of`). ``unsettled``, when
+    given, is fed every observation (time, observation, on the grid, is a re-test) in order and answers
+    what the detector asks for after it (:class:`Asks`: the daemon's second trigger). After each change
+    (or unsettled regular run), re-test k (1..count) observes ``draw(t, t + k * spacing)``, t being the
+    regular run's time.
     Returns (time, observation, k), k = 0 for a regular run, in time order when ``count * spacing`` is
     less than the interval.
-    ``adaptive``, when given and ``count`` is 0, adds the early regular runs of :class:`Pacer` (runs taking
-    no time; ``interval``: the grid's), observed as ``draw(t, when)`` with k = 0.
+    ``adaptive``, when given, adds the early regular runs of :class:`Pacer` (runs taking no time;
+    ``interval``: the grid's) after a run that started no burst, as the daemon does: every target's with
+    ``count`` 0, else only for what re-tests cannot see. ``run`` = (draw, outcome) for a full run (an early
+    one), when it sees more than a re-test (:func:`run_outcome`); default: ``draw`` and ``outcome``.
     """
-    tracker, pacer = Tracker(), Pacer(adaptive)
+    draw_run, run_of = run if run is not None else (draw, outcome)
+    tracker, runs, pacer = Tracker(), Tracker(), Pacer(adaptive)
     out: list[tuple[float, Obs, int]] = []
-    runs = list(regular)
-    for i, (t, seen) in enumerate(runs):
-        upto = runs[i + 1][0] if i + 1 < len(runs) else t + interval
+    regulars = list(regular)
+    for i, (t, seen) in enumerate(regulars):
+        upto = regulars[i + 1][0] if i + 1 < len(regulars) else t + interval
         at: float | None = t
         while at is not None:
             if at != t:
-                seen = draw(t, at)
+                seen = draw_run(t, at)
             out.append((at, seen, 0))
             changed = tracker.observe("", outcome(seen))
-            undecided = unsettled(at, seen, at != t) if unsettled is not None else False  # fed every point
-            if count and (changed or undecided):
+            run_changed = runs.observe("", paced_outcome(run_of(seen), bool(count)))
+            asks = unsettled(at, seen, at == t, False) if unsettled is not None else Asks()
+            if count and (changed or asks.retest):
                 for k in range(1, burst_size(count, changed) + 1):
                     again = draw(t, at + k * spacing)
                     tracker.observe("", outcome(again), retest=True)
                     if unsettled is not None:
-                        unsettled(at + k * spacing, again, True)
+                        unsettled(at + k * spacing, again, False, True)
                     out.append((at + k * spacing, again, k))
                 at = None
-            elif adaptive is not None and not count:  # the daemon paces only targets without re-tests
-                at = pacer.early("", at, interval=interval, took=0.0, next_regular=upto, changed=changed,
-                                 blocked=tracker.last("") != "ok", unsettled=undecided)
+            elif adaptive is not None:  # no burst: the adaptive interval (with re-tests, for what they cannot see)
+                at = pacer.early("", at, interval=interval, took=0.0, next_regular=upto, changed=run_changed,
+                                 blocked=runs.last("") != "ok", unsettled=asks.run, ongoing=asks.ongoing)
             else:
                 at = None
     return out

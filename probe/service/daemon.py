@@ -20,7 +20,8 @@ whole budget fits before the target's next regular run, and that run cancels wha
 Re-tests never trigger re-tests. Their records are marked (``test_keys.retest_of``, ``retest``).
 
 Adaptive interval (``settings.adaptive_interval``, :class:`probe.analysis.retest.Pacer`). For a
-target without re-tests (``retests: 0``; bursts do the same job when on), after a regular run,
+target without re-tests (``retests: 0``; bursts do the same job when on, except for what a re-test
+cannot see: a throttling is paced with re-tests on too), after a regular run,
 while the target's last outcome is a blocking or the event detector is unsettled (and twice after a
 change back to good), its next regular run comes early (at ``interval / 8``, bounded per change and
 by a per-target budget); an early run is a full regular run off the grid (its records marked
@@ -70,7 +71,16 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from probe.analysis.retest import Pacer, Tracker, burst_size, fit_spacing, outcome_of, retest_target
+from probe.analysis.retest import (
+    Pacer,
+    Tracker,
+    burst_size,
+    fit_spacing,
+    outcome_of,
+    paced_outcome,
+    retest_target,
+    run_outcome,
+)
 from probe.analysis.verdict import Controls
 from probe.core import config as config_mod
 from probe.core import failures
@@ -250,6 +260,7 @@ class Daemon:
         self._controls: dict[str, bool | None] = {}
         self._outcomes = Tracker()  # what each target's last decisive run found (re-test on a change)
         self._pacer = Pacer()  # the adaptive interval: early regular runs while a change is undecided
+        self._runs = Tracker()  # what each target's last decisive regular run found, throttling included
         self._retests: dict[str, asyncio.Task[None]] = {}  # target -> its burst of re-tests
         self._reloads: set[asyncio.Future[bool]] = set()  # SIGHUP reloads reading the file in a thread
         self._retest_slots: asyncio.Semaphore | None = None
@@ -295,6 +306,7 @@ class Daemon:
             del self._jobs[name]
         self._controls = {n: v for n, v in self._controls.items() if n in names}
         self._outcomes.retain(names)
+        self._runs.retain(names)
         self._pacer.retain(names)
         self.state.set_targets((t.name, t.service, self._interval(t)) for t in new.targets)
 
@@ -582,31 +594,40 @@ class Daemon:
         changed = self._outcomes.observe(target.name, outcome_of(v.blocking), retest=retest is not None)
         if retest is not None:
             return
-        unsettled = self._unsettled(target.name)
-        if self.config.settings.retests and retest_target(target) is not None:
-            if changed or unsettled:
-                self._start_retests(target, v.id, changed)
-        else:  # re-tests off, or the target is not re-tested: the adaptive interval instead
-            self._run_early(target, changed, unsettled)
+        retesting = bool(self.config.settings.retests) and retest_target(target) is not None
+        run_changed = self._runs.observe(target.name, paced_outcome(run_outcome(v.blocking), retesting))
+        if retesting and (changed or self._unsettled(target.name)):
+            self._start_retests(target, v.id, changed)
+            return
+        # no burst: the adaptive interval (with re-tests on, for what they cannot see: throttling)
+        seen = False if retesting else None
+        self._run_early(target, run_changed, self._runs.last(target.name) != "ok", self._unsettled(target.name, seen),
+                        self._ask("ongoing", target.name, seen))
 
-    def _run_early(self, target: Target, changed: bool, unsettled: bool) -> None:
+    def _run_early(self, target: Target, changed: bool, blocked: bool, unsettled: bool, ongoing: bool) -> None:
         """The adaptive interval: bring the target's next regular run forward while a change is undecided."""
         job = self._jobs.get(target.name)
         if job is None or target.control or not self.config.settings.adaptive_interval or self._stopping is None \
                 or self._stopping.is_set():
             return
         when = self._pacer.early(target.name, self.monotonic(), interval=job.interval, took=job.took,
-                                 next_regular=job.next_at, changed=changed,
-                                 blocked=self._outcomes.last(target.name) != "ok", unsettled=unsettled)
+                                 next_regular=job.next_at, changed=changed, blocked=blocked, unsettled=unsettled,
+                                 ongoing=ongoing)
         if when is not None:
             self._push(when, job, early=True)
             if self._wake is not None:
                 self._wake.set()
 
-    def _unsettled(self, name: str) -> bool:
-        """Whether the detector would decide an onset or an end sooner with more measurements now."""
-        unsettled = getattr(self.detect, "unsettled", None)
-        return bool(unsettled(name)) if callable(unsettled) else False
+    def _unsettled(self, name: str, seen: bool | None = True) -> bool:
+        """Whether the detector would decide an end sooner with more measurements now, in the target's
+        series that a re-test sees (``seen`` True), does not see (False), or any (None)."""
+        return self._ask("unsettled", name, seen)
+
+    def _ask(self, question: str, name: str, seen: bool | None) -> bool:
+        """The event detector's ``unsettled`` or ``ongoing`` (probe.analysis.events.RecordDetector);
+        False for a detector without it."""
+        answer = getattr(self.detect, question, None)
+        return bool(answer(name, seen)) if callable(answer) else False
 
     # -- re-tests on a verdict change (probe.analysis.retest) ------------------------------------------
 

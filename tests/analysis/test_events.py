@@ -179,9 +179,10 @@ def with_retests(pattern: str, draw: Any, *, retests: int = 4, name: str = "t") 
     regular = [(at(i), CODE[c]) for i, c in enumerate(pattern)]
     seen = simulate(regular, lambda t0, t: draw(round((t0 - T0) / IV), t),
                     lambda s: None if s == "inconclusive" else s, retests, SPACING)
-    points = tuple(Point(t, f"m{round((t - T0) / IV)}" if k == 0 else f"m{round((t - T0) / IV)}r{k}", st)
+    points = tuple(Point(t, f"m{round((t - T0) / IV)}" if k == 0 else f"m{round((t - T0) / IV)}r{k}",
+                         st, k == 0)  # type: ignore[arg-type]
                    for t, st, k in seen)
-    return Series("p1", name, "svc", "tcp", "tcp_ip", points)  # type: ignore[arg-type]
+    return Series("p1", name, "svc", "tcp", "tcp_ip", points)
 
 
 def noisy(rate: float, rng: random.Random, n: int) -> str:
@@ -404,3 +405,39 @@ def test_confidence_of_an_event_with_many_good_points_does_not_overflow() -> Non
     points += [Point(float(5 + i), f"x{i}", "blocked" if i % 3 == 0 else "ok") for i in range(2400)]
     events = det.feed_many(points)
     assert events and 0.0 <= events[-1].confidence <= 1.0
+
+
+# -- the end of an event, as soon as the evidence allows ----------------------------------------
+
+
+def test_a_steady_event_ends_on_the_run_that_saw_the_lift_and_its_retests() -> None:
+    """A steady blocking (12 blocked grid runs) ends on 5 good points: the run that saw the lift and its 4
+    re-tests, within its first interval. Its own blocked share is the lift test's alternative (before, every
+    event was tested against "blocked half the time": 13 good points, the next interval's burst or later)."""
+    lift = at(312)
+    points = [*series(QUIET + "x" * 12).points, Point(lift, "m312", "ok"),
+              *(Point(lift + 15.0 * k, f"m312r{k}", "ok", regular=False) for k in range(1, 5))]
+    det = Detector(Series("p1", "t", "svc", "tcp", "tcp_ip"))
+    det.feed_many(points[:-1])
+    assert det.n_closed == 0  # four good points are not enough
+    (event,) = det.feed(points[-1])
+    assert event.end_high == lift and event.end_low == at(311)
+
+
+def test_an_intermittent_blocking_stays_one_event_when_its_pauses_are_retested() -> None:
+    """Flapping (pauses of 1-3 runs), each change re-tested (the re-tests see the phase of their interval):
+    one event, which does not end before the quiet has outlasted its longest pause (4 intervals between
+    blocked runs)."""
+    phases = "xxoooxoxxxooxoooxxoxxxoo" * 4
+    pattern = QUIET + phases + "o" * 40
+    s = with_retests(pattern, lambda i, t: CODE[pattern[i]])
+    det = Detector(s)
+    closed_at = None
+    for p in s.points:
+        det.take(p)
+        if det.n_closed and closed_at is None:
+            closed_at = p.time
+    (event,) = detect(s)
+    last_blocked = at(300 + phases.rindex("x"))
+    assert closed_at is not None and closed_at > last_blocked + 4 * IV
+    assert event.end_low == last_blocked

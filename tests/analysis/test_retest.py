@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import pytest
 
-from probe.analysis.retest import Adaptive, Pacer, Tracker, outcome_of, retest_target, simulate
+from probe.analysis.events import Detector, Point, Series
+from probe.analysis.retest import (
+    Adaptive,
+    Asks,
+    Pacer,
+    Tracker,
+    outcome_of,
+    paced_outcome,
+    retest_target,
+    run_outcome,
+    simulate,
+)
 from probe.core.config import Target
 
 
@@ -119,3 +133,69 @@ def test_simulate_paces_only_without_retests() -> None:
     assert [t for t, _, k in obs if k == 0 and t % 100] == [312.5, 325.0, 337.5, 350.0]
     with_retests = simulate(regular, lambda t0, t: "ok", lambda s: s, 2, 15.0, adaptive=Adaptive(), interval=100.0)
     assert all(t % 100 == 0 for t, _, k in with_retests if k == 0)
+
+
+@pytest.mark.parametrize(
+    ("blocking", "retesting", "paced"),
+    [(False, False, "ok"), (None, False, None), ("throttling", False, "throttling"), ("tcp_ip", False, "tcp_ip"),
+     (False, True, "ok"), (None, True, None), ("throttling", True, "throttling"), ("tcp_ip", True, "ok")],
+)
+def test_what_the_adaptive_interval_tracks(blocking: object, retesting: bool, paced: str | None) -> None:
+    """Full runs see throttling; with re-tests on, the adaptive interval tracks only what they cannot see."""
+    assert paced_outcome(run_outcome(blocking), retesting) == paced
+
+
+def test_an_ongoing_event_paces_only_its_lift() -> None:
+    """While an event is open its onset is decided: a change to a blocking gets no onset runs and a change
+    back no confirm runs (an intermittent blocking emptied the bucket that way), but the lift is paced."""
+    pacer = Pacer()
+    kw: dict[str, Any] = {"interval": 100.0, "took": 0.0, "ongoing": True}
+    assert pacer.early("t", 0.0, next_regular=100.0, changed=True, blocked=True, unsettled=False, **kw) is None
+    assert pacer.early("t", 100.0, next_regular=200.0, changed=True, blocked=False, unsettled=False, **kw) is None
+    assert pacer.early("t", 200.0, next_regular=300.0, changed=False, blocked=False, unsettled=True, **kw) == 212.5
+    # without an open event, as before: the onset is confirmed
+    assert Pacer().early("t", 0.0, next_regular=100.0, changed=True, blocked=True, unsettled=False,
+                         interval=100.0, took=0.0) == 12.5
+
+
+def test_with_retests_the_adaptive_interval_paces_what_they_cannot_see() -> None:
+    """A throttling onset and lift: a re-test cannot see them (no throughput check), so no burst; the next
+    regular runs (full runs) come early instead, as without re-tests."""
+    regular: list[tuple[float, object]] = [(t * 100.0, "throttling" if 3 <= t < 6 else False) for t in range(9)]
+
+    def full(t0: float, t: float) -> object:
+        return "throttling" if 300.0 <= t < 600.0 else False
+
+    obs = simulate(regular, lambda t0, t: False, outcome_of, 4, 15.0, adaptive=Adaptive(), interval=100.0,
+                   run=(full, run_outcome))
+    assert [t for t, _, k in obs if k] == []  # nothing a re-test can see changed
+    early = [t for t, _, k in obs if k == 0 and t % 100]
+    assert early[:4] == [312.5, 325.0, 337.5, 350.0]  # the onset, confirmed by full runs
+    assert [t for t in early if t > 600.0] == [612.5, 625.0]  # the lift (no detector here: confirm runs)
+    # a reachability change still gets its burst, and no early run
+    obs = simulate([(0.0, False), (100.0, "tcp_ip"), (200.0, "tcp_ip")], lambda t0, t: "tcp_ip", outcome_of, 4, 15.0,
+                   adaptive=Adaptive(), interval=100.0, run=(lambda t0, t: "tcp_ip", run_outcome))
+    assert [k for _, _, k in obs] == [0, 0, 1, 2, 3, 4, 0]
+
+
+def test_an_intermittent_blocking_ends_soon_after_its_quiet_outlasts_its_pauses() -> None:
+    """The daemon's policy (re-tests on a change, and while the detector asks for them) on a flapping
+    blocking whose pauses last up to 3 runs: one event, noticed ended within 2 intervals of the moment its
+    quiet outlasted the longest pause (before: 12 good points were needed, ~8 intervals after the last
+    blocked run)."""
+    iv, phases = 300.0, "xxoooxoxxxooxoooxxoxxxoo" * 4
+    pattern = "o" * 300 + phases + "o" * 40
+    det, ids = Detector(Series("p", "t", "svc", "tcp", "tcp_ip")), itertools.count()
+    closed: list[float] = []
+
+    def asks(t: float, status: str, grid: bool, retest: bool) -> Asks:
+        det.take(Point(t, f"m{next(ids)}", status, grid))  # type: ignore[arg-type]
+        if det.n_closed and not closed:
+            closed.append(t)
+        return Asks(det.unsettled, det.unsettled, det.n_events > det.n_closed)
+
+    regular = [(i * iv, "blocked" if c == "x" else "ok") for i, c in enumerate(pattern)]
+    simulate(regular, lambda t0, t: regular[round(t0 / iv)][1], lambda s: s, 4, 15.0, asks, Adaptive(), iv)
+    assert det.n_events == 1 and len(closed) == 1
+    clear = (300 + phases.rindex("x") + 4) * iv  # the last blocked run + the longest pause
+    assert clear < closed[0] <= clear + 2 * iv

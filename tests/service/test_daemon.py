@@ -410,6 +410,34 @@ async def test_without_retests_a_change_brings_the_next_regular_runs_sooner_then
     assert all(0.24 <= g < 0.5 for g in gaps), gaps
 
 
+async def turning_throttled(target: Target, ctx: Context, controls: Controls) -> TargetOutcome:
+    """:func:`turning_bad`, but the blocking is throttling (what a re-test cannot see: no throughput check)."""
+    outcome = await turning_bad(target, ctx, controls)
+    if outcome.verdict.accessible:
+        return outcome
+    ok = await fake_measure(target, ctx, controls)
+    return replace(ok, verdict=replace(ok.verdict, accessible=False, blocking="throttling", rule="throttled"))
+
+
+@pytest.mark.usefixtures("retest_world")
+async def test_with_retests_a_throttling_change_brings_full_runs_sooner() -> None:
+    """Re-tests on, but the change is a throttling, which a re-test cannot see: no burst; the adaptive
+    interval brings the next regular runs (full runs, the throughput check too) forward instead, until the
+    event starts (then its onset is decided), before the next slot."""
+    text = targets_yaml([], interval=2.0, settings=", retests: 4, retest_spacing: 0.1") + (
+        "  - {name: t, service: svc, category: messaging, addresses: [127.0.0.1], checks: [tcp, throughput]}\n")
+    store = TimedStore()
+    d = make_daemon(text, measure=turning_throttled, store=store, detect=daemon_mod.default_detector())
+    regular, retests = await run_turning_bad(d, 4.6)
+    assert retests == [] and d.state.health.retests.get("run", 0) == 0
+    grid = [t for t in regular if abs(t - round(t / 2.0) * 2.0) < 0.1]
+    early = [t for t in regular if t not in grid]
+    assert grid == pytest.approx([0, 2, 4], abs=0.1)
+    assert 2 <= len(early) <= Adaptive().onset and all(2.0 < t < 3.5 for t in early), early
+    first_saved, event = store.saved_at[0]
+    assert event.type == "throttling" and event.ongoing and first_saved - RUNS[0][1] < 3.5
+
+
 @contextlib.contextmanager
 def daemon_log() -> Iterator[list[dict[str, Any]]]:
     """The daemon's JSON log lines while the block runs, parsed."""

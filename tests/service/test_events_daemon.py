@@ -64,3 +64,14 @@ def test_a_throttling_series_never_asks_for_retests() -> None:
     for i, blocking in enumerate([False] * 10 + ["throttling"]):
         detector.feed(_run(i, blocking))
     assert detector.unsettled("tg") is False
+
+
+def test_a_throttling_lift_asks_for_full_runs_not_retests() -> None:
+    """A re-test runs no throughput check: the lift of a throttling event asks for full runs (the adaptive
+    interval's early runs), in the series a re-test cannot see, and its event counts as ongoing there."""
+    detector = RecordDetector()
+    for i, blocking in enumerate([False] * 30 + ["throttling"] * 12 + [False]):
+        detector.feed(_run(i, blocking))
+    assert detector.ongoing("tg") and detector.ongoing("tg", seen=False) and not detector.ongoing("tg", seen=True)
+    assert detector.unsettled("tg") is False  # what a re-test can see: nothing to decide
+    assert detector.unsettled("tg", seen=False) is True and detector.unsettled("tg", seen=None) is True
