@@ -45,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from probe.core.records import parse_time
 from probe.fleet import central, contract
 from probe.fleet import events as fleet_events
 
@@ -359,9 +360,9 @@ class Collector:
             m.event_active.labels(*labels).set(1 if e["ongoing"] else 0)
             m.event_share.labels(*labels).set(e["share"])
             m.event_probes.labels(*labels).set(e["probes"])
-            m.event_start.labels(*labels).set(_timestamp(e["start_time"]))
+            m.event_start.labels(*labels).set(parse_time(e["start_time"]))
             if not e["ongoing"]:
-                m.event_end.labels(*labels).set(_timestamp(e["end_time"]))
+                m.event_end.labels(*labels).set(parse_time(e["end_time"]))
 
     async def run_events(self, job: fleet_events.EventJob) -> None:
         """The periodic job: detect (if this collector holds the lock), then refresh the metrics."""
@@ -385,11 +386,6 @@ class Collector:
     async def ready(self, request: Request) -> dict[str, Any]:
         await self._db("ping", lambda conn: conn.execute("SELECT 1"))
         return {"ready": True}
-
-
-def _timestamp(rfc3339: str) -> float:
-    """Unix time of an events listing's time (``2026-11-30T10:00:00.000000Z``)."""
-    return dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
 
 def _endpoint(collector: Collector, handler: Callable[[Request], Awaitable[dict[str, Any]]],
